@@ -1,0 +1,548 @@
+"""The one training loop every trainer uses, on ``accelerate``.
+
+A trainer is a :class:`Task`: its networks, how to build its optimisers, one training step and
+one validation pass. This module supplies everything around that, once for all tasks: devices
+and mixed precision (``Accelerator``), gradient accumulation, per-network gradient clipping,
+EMA of the generator, NaN/Inf step skipping, deterministic and rank-disjoint data order,
+checkpoints that resume exactly, validation with early stopping, JSONL metrics and a progress
+bar. Only the main process writes files.
+
+Run folder layout::
+
+    RUN_DIR/config.yaml                 resolved config
+    RUN_DIR/metrics.jsonl               one JSON object per log/validation event
+    RUN_DIR/checkpoints/step-0001000/   resumable state (weights, EMA, optimisers, RNG, counters)
+    RUN_DIR/checkpoints/latest          name of the newest complete checkpoint
+    RUN_DIR/best/                       exported model (safetensors + config), best validation
+    RUN_DIR/val/step-0001000/           validation audio and spectrogram pictures
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiogen.checkpoint import atomic_write_text, load_state_dict, save_state_dict
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW settings shared by every network of a task (per-network overrides by name)."""
+
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.0
+    lr_decay: float = 1.0  # multiplicative learning-rate factor per 1000 optimiser steps
+    warmup_steps: int = 0
+    grad_clip: float | None = 1000.0  # per-network max gradient norm; None disables
+    lr_scale: dict[str, float] = field(default_factory=dict)  # e.g. {"disc": 1.0}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings. ``batch_size`` is the global batch (split across processes)."""
+
+    batch_size: int = 16
+    segment_frames: int = 32
+    max_steps: int = 100_000
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (GPU); CPU runs in fp32
+    ema_decay: float | None = 0.999
+    log_every: int = 50
+    val_every: int = 1000
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2
+    early_stop_patience: int | None = None  # validations without improvement before stopping
+    max_bad_steps: int = 5  # consecutive NaN/Inf steps before the run stops
+    val_pieces: int = 4
+    val_seconds: float = 6.0
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 0:
+            raise ValueError("batch_size and grad_accum must be >= 1, max_steps >= 0")
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (too many bad steps); the last good checkpoint is intact."""
+
+
+class Task:
+    """One trainer's networks and step; the loop does everything else.
+
+    Subclasses set ``networks`` (name → module; all are trained, checkpointed and prepared
+    with accelerate), ``ema_network`` (the name whose weights get an EMA copy, or None) and
+    implement :meth:`train_step` and :meth:`validate`.
+    """
+
+    networks: dict[str, nn.Module]
+    ema_network: str | None = None
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimiser name → parameters. Default: one optimiser per network."""
+        return {name: [p for p in net.parameters() if p.requires_grad] for name, net in self.networks.items()}
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
+        """Compute losses for one micro-batch, calling ``ctx.backward`` and ``ctx.step``."""
+        raise NotImplementedError
+
+    def validate(self, ctx: ValContext) -> dict[str, float]:
+        """Validation metrics; must include ``"val/loss"`` (lower is better)."""
+        raise NotImplementedError
+
+    def export(self, ctx: ValContext) -> dict[str, nn.Module | dict]:
+        """The networks that make up the exported model (EMA weights where there are)."""
+        raise NotImplementedError
+
+
+@dataclass
+class StepContext:
+    """What a task's ``train_step`` may use: the accelerator, its (prepared) networks, and
+    ``backward``/``step`` that implement accumulation, clipping and NaN skipping."""
+
+    accelerator: Any
+    networks: dict[str, nn.Module]
+    raw_networks: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Any]
+    optim: OptimConfig
+    step: int
+    sync: bool
+    grad_accum: int
+    bad: bool = False
+    grad_norms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def backward(self, loss: torch.Tensor) -> bool:
+        """Backpropagate ``loss / grad_accum`` unless it is NaN/Inf on any process."""
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.gather(finite).min().reshape(1)
+        if finite.item() < 1 or self.bad:
+            self.bad = True
+            return False
+        self.accelerator.backward(loss / self.grad_accum)
+        return True
+
+    def step(self, name: str) -> None:
+        """Clip and apply the accumulated gradients of optimiser ``name`` (on sync steps)."""
+        optimizer = self.optimizers[name]
+        if not self.sync:
+            return
+        if self.bad:
+            optimizer.zero_grad(set_to_none=True)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        clip = self.optim.grad_clip if self.optim.grad_clip is not None else float("inf")
+        norm = self.accelerator.clip_grad_norm_(params, clip)
+        norm = float(norm) if norm is not None else 0.0
+        self.grad_norms[name] = norm
+        if not math.isfinite(norm):
+            self.bad = True
+            optimizer.zero_grad(set_to_none=True)
+            return
+        optimizer.step()
+        self.schedulers[name].step()
+        optimizer.zero_grad(set_to_none=True)
+
+    @contextlib.contextmanager
+    def frozen(self, *names: str) -> Iterator[dict[str, nn.Module]]:
+        """Use networks without accumulating gradients in them (e.g. the discriminator while
+        the generator learns), yielding the unwrapped modules so DDP hooks are not involved."""
+        params = [p for n in names for p in self.raw_networks[n].parameters()]
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield {n: self.raw_networks[n] for n in names}
+        finally:
+            for p, flag in zip(params, flags, strict=True):
+                p.requires_grad_(flag)
+
+
+@dataclass
+class ValContext:
+    """What a task's ``validate``/``export`` may use (main process, unwrapped EMA networks)."""
+
+    device: torch.device
+    networks: dict[str, nn.Module]
+    step: int
+    out_dir: Path
+    val_items: list[dict[str, Any]]
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint restores."""
+
+    step: int = 0
+    best_val: float = float("inf")
+    evals_since_best: int = 0
+    bad_steps_in_row: int = 0
+    skipped_steps: int = 0
+    wall_seconds: float = 0.0
+
+
+class EMA:
+    """Exponential moving average of a network's floating-point parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        ema_state = self.module.state_dict()
+        for name, value in module.state_dict().items():
+            target = ema_state[name]
+            if value.dtype.is_floating_point:
+                target.lerp_(value.detach().to(target.dtype), 1.0 - self.decay)
+            else:
+                target.copy_(value)
+
+
+def global_batch_indices(
+    step: int, micro: int, grad_accum: int, batch_size: int, dataset_len: int, seed: int
+) -> tuple[int, list[int]]:
+    """The dataset indices of one global micro-batch, and the epoch they belong to.
+
+    The stream of samples is a seeded permutation of the dataset per epoch, read in order, so
+    the data a run sees depends only on (seed, step): a resumed run continues exactly, and a
+    run on N processes sees the same global batches as one process (each rank takes a slice).
+    """
+    micro_size = batch_size // grad_accum
+    start = (step * grad_accum + micro) * micro_size
+    epoch = start // dataset_len
+    out = []
+    perm_cache: dict[int, np.ndarray] = {}
+    for position in range(start, start + micro_size):
+        e = position // dataset_len
+        if e not in perm_cache:
+            perm_cache[e] = np.random.default_rng([seed, e]).permutation(dataset_len)
+        out.append(int(perm_cache[e][position % dataset_len]))
+    return epoch, out
+
+
+class _EpochView(torch.utils.data.Dataset):
+    """Lets a sampler choose (epoch, index) pairs from a dataset with ``set_epoch``."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class _RankBatches(torch.utils.data.Sampler):
+    """This rank's slice of every global micro-batch, from ``start_step`` on, forever."""
+
+    def __init__(self, cfg: TrainConfig, dataset_len: int, start_step: int, rank: int, world: int):
+        self.cfg, self.dataset_len, self.start_step = cfg, dataset_len, start_step
+        self.rank, self.world = rank, world
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            for micro in range(self.cfg.grad_accum):
+                epoch, indices = global_batch_indices(
+                    step, micro, self.cfg.grad_accum, self.cfg.batch_size, self.dataset_len, self.cfg.seed
+                )
+                per_rank = len(indices) // self.world
+                mine = indices[self.rank * per_rank : (self.rank + 1) * per_rank]
+                yield [(epoch, i) for i in mine]
+            step += 1
+
+
+def make_batch_stream(dataset: Any, cfg: TrainConfig, start_step: int, rank: int, world: int):
+    """Iterator of this rank's micro-batches starting at ``start_step``."""
+    micro = cfg.batch_size // cfg.grad_accum
+    if micro * cfg.grad_accum != cfg.batch_size or micro % world:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must split into grad_accum {cfg.grad_accum} micro-batches "
+            f"divisible by {world} processes"
+        )
+    loader = torch.utils.data.DataLoader(
+        _EpochView(dataset),
+        batch_sampler=_RankBatches(cfg, len(dataset), start_step, rank, world),
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    return iter(loader)
+
+
+def _build_optimizers(task: Task, optim: OptimConfig) -> tuple[dict, dict]:
+    optimizers, schedulers = {}, {}
+    gamma = optim.lr_decay ** (1 / 1000)
+    for name, params in task.param_groups().items():
+        lr = optim.lr * optim.lr_scale.get(name, 1.0)
+        opt = torch.optim.AdamW(params, lr=lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        warmup = max(optim.warmup_steps, 0)
+
+        def factor(s: int, warmup: int = warmup) -> float:
+            return min(1.0, (s + 1) / warmup if warmup else 1.0) * gamma**s
+
+        optimizers[name] = opt
+        schedulers[name] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return optimizers, schedulers
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, state: TrainState, task: Task, raw: dict, ema: EMA | None,
+                    optimizers: dict, schedulers: dict, rank_rng: list[dict], keep: int) -> Path:
+    """Write a complete checkpoint folder atomically, then point ``latest`` at it."""
+    ckpt_root = run_dir / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step-{state.step:07d}"
+    tmp = ckpt_root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, net in raw.items():
+        save_state_dict(net.state_dict(), tmp / f"{name}.safetensors")
+    if ema is not None:
+        save_state_dict(ema.module.state_dict(), tmp / "ema.safetensors")
+    torch.save(
+        {
+            "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
+            "rng": rank_rng,
+        },
+        tmp / "optim.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_text(ckpt_root / "latest", final.name + "\n")
+    old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p != final)
+    for stale in old[: max(len(old) - (keep - 1), 0)]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    path = run_dir / "checkpoints" / pointer.read_text().strip()
+    return path if (path / "state.json").exists() else None
+
+
+def _log(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def train(
+    task: Task,
+    dataset: Any,
+    val_items: list[dict[str, Any]],
+    cfg: TrainConfig,
+    optim: OptimConfig,
+    run_dir: str | Path,
+    accelerator: Any,
+    resume: bool = False,
+    provenance: dict[str, Any] | None = None,
+    resolved_config: dict[str, Any] | None = None,
+) -> TrainState:
+    """Train ``task`` until ``cfg.max_steps`` or early stopping; returns the final state.
+
+    Args:
+        dataset: map-style dataset of training windows (items are dicts of tensors).
+        val_items: whole validation pieces given to ``task.validate`` on the main process.
+        accelerator: an ``accelerate.Accelerator`` (its options pick devices and precision).
+        resume: continue from ``RUN_DIR/checkpoints/latest`` when there is one.
+    """
+    from accelerate.utils import broadcast_object_list
+    from tqdm.auto import tqdm
+
+    from audiogen.checkpoint import export_model
+
+    run_dir = Path(run_dir)
+    main = accelerator.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resolved_config is not None:
+            import yaml
+
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False))
+    torch.manual_seed(cfg.seed + accelerator.process_index)
+    random.seed(cfg.seed)
+
+    raw = dict(task.networks)
+    for net in raw.values():
+        net.to(accelerator.device)
+    optimizers, schedulers = _build_optimizers(task, optim)
+    ema = EMA(raw[task.ema_network], cfg.ema_decay) if task.ema_network and cfg.ema_decay else None
+
+    state = TrainState()
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        for name, net in raw.items():
+            net.load_state_dict(load_state_dict(checkpoint / f"{name}.safetensors"))
+        if ema is not None:
+            ema.module.load_state_dict(load_state_dict(checkpoint / "ema.safetensors"))
+        extra = torch.load(checkpoint / "optim.pt", map_location="cpu", weights_only=True)
+        for name, opt in optimizers.items():
+            opt.load_state_dict(extra["optimizers"][name])
+            schedulers[name].load_state_dict(extra["schedulers"][name])
+        rng = extra["rng"]
+        _set_rng_state(rng[accelerator.process_index % len(rng)])
+        state = TrainState(**json.loads((checkpoint / "state.json").read_text()))
+        if main:
+            print(f"resumed from {checkpoint} at step {state.step}")
+    if ema is not None:
+        ema.module.to(accelerator.device)
+
+    names = list(raw)
+    prepared = accelerator.prepare(*[raw[n] for n in names], *[optimizers[n] for n in optimizers])
+    if not isinstance(prepared, (list, tuple)):
+        prepared = [prepared]
+    networks = dict(zip(names, prepared[: len(names)], strict=True))
+    opt_names = list(optimizers)
+    optimizers = dict(zip(opt_names, prepared[len(names) :], strict=True))
+
+    stream = make_batch_stream(dataset, cfg, state.step, accelerator.process_index, accelerator.num_processes)
+    bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not main, dynamic_ncols=True, desc="train")
+    started = time.time() - state.wall_seconds
+    window: dict[str, list[float]] = {}
+    stop = False
+
+    def validate_and_maybe_export() -> None:
+        nonlocal stop
+        verdict = [False]
+        if main:
+            eval_nets = dict(raw)
+            if ema is not None:
+                eval_nets[task.ema_network] = ema.module
+            out_dir = run_dir / "val" / f"step-{state.step:07d}"
+            ctx = ValContext(accelerator.device, eval_nets, state.step, out_dir, val_items)
+            for net in eval_nets.values():
+                net.eval()
+            with torch.inference_mode():
+                metrics = task.validate(ctx)
+            for net in raw.values():
+                net.train()
+            value = metrics["val/loss"]
+            improved = value < state.best_val
+            if improved:
+                state.best_val, state.evals_since_best = value, 0
+                prov = dict(provenance or {}, step=state.step, wall_seconds=round(time.time() - started, 1),
+                            val_metrics=metrics)
+                export_model(run_dir / "best", task.export(ctx), resolved_config or {}, prov)
+            else:
+                state.evals_since_best += 1
+            _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **metrics,
+                           "best": improved})
+            bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            patience = cfg.early_stop_patience
+            verdict = [patience is not None and state.evals_since_best >= patience]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(verdict)
+        if verdict[0]:
+            if main:
+                bar.write(f"early stopping: no improvement in {cfg.early_stop_patience} validations")
+            stop = True
+
+    def checkpoint_now() -> None:
+        state.wall_seconds = time.time() - started
+        rng = [_rng_state()]
+        if accelerator.num_processes > 1:
+            gathered = [None] * accelerator.num_processes
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if main:
+            save_checkpoint(run_dir, state, task, raw, ema, optimizers, schedulers, rng, cfg.keep_checkpoints)
+        accelerator.wait_for_everyone()
+
+    for net in raw.values():
+        net.train()
+    while state.step < cfg.max_steps and not stop:
+        ctx = None
+        losses: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(stream).items()}
+            sync = micro == cfg.grad_accum - 1
+            if ctx is None:
+                ctx = StepContext(accelerator, networks, raw, optimizers, schedulers, optim, state.step, sync,
+                                  cfg.grad_accum)
+            ctx.sync = sync
+            no_sync = contextlib.ExitStack()
+            if not sync and accelerator.num_processes > 1:
+                for net in networks.values():
+                    no_sync.enter_context(accelerator.no_sync(net))
+            with no_sync, accelerator.autocast():
+                micro_losses = task.train_step(batch, ctx)
+            for k, v in micro_losses.items():
+                losses[k] = losses.get(k, 0.0) + v / cfg.grad_accum
+        if ctx.bad:
+            state.bad_steps_in_row += 1
+            state.skipped_steps += 1
+            if main:
+                bar.write(f"warning: step {state.step} skipped (NaN/Inf in loss or gradient)")
+                _log(run_dir, {"step": state.step, "warning": "non-finite loss or gradient, step skipped"})
+            if state.bad_steps_in_row >= cfg.max_bad_steps:
+                bar.close()
+                raise TrainingStopped(
+                    f"{state.bad_steps_in_row} steps in a row had NaN/Inf losses or gradients; stopping. "
+                    f"The last good checkpoint is {latest_checkpoint(run_dir)}."
+                )
+            continue
+        state.bad_steps_in_row = 0
+        if ema is not None:
+            ema.update(raw[task.ema_network])
+        state.step += 1
+        for k, v in {**losses, **{f"grad_norm/{n}": g for n, g in ctx.grad_norms.items()}}.items():
+            window.setdefault(k, []).append(v)
+        bar.update(1)
+        if main and state.step % cfg.log_every == 0:
+            means = {k: float(np.mean(v)) for k, v in window.items()}
+            lrs = {f"lr/{n}": s.get_last_lr()[0] for n, s in schedulers.items()}
+            _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if "/" in k and "grad" not in k})
+            window = {}
+        if state.step % cfg.val_every == 0 or state.step == cfg.max_steps:
+            validate_and_maybe_export()
+        if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps or stop:
+            checkpoint_now()
+    bar.close()
+    state.wall_seconds = time.time() - started
+    return state
