@@ -1,0 +1,131 @@
+"""`generate --seconds 30 --out clip.wav`: piano music from the bundled (or given) models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+MAX_SECONDS = 3 * 3600  # longer requests are almost certainly a typo (and fill a disk)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="generate",
+        description="Generate piano music. Without options: 30 s from the bundled models to clip.wav.",
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
+    p.add_argument("--out", default="clip.wav",
+                   help="output file (.wav 16-bit, or .flac); '-' writes WAV to standard output; "
+                        "with --num, a pattern like 'take-{i}.wav' or a name that gets -000, -001, ...")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same file); default: a fresh one, printed")
+    p.add_argument("--num", type=int, default=1, help="number of clips (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+    p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage); default: bundled")
+    p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
+    p.add_argument("--like", help="an audio file to make a variation of (the clip continues from it)")
+    p.add_argument("--variation", type=float, default=0.3, help="how far from --like to move, 0..1 (default 0.3)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def output_names(out: str, num: int) -> list[str]:
+    """The file name of each clip: ``out`` itself for one clip, else numbered names."""
+    if num == 1:
+        return [out]
+    if "{i" in out:
+        return [out.format(i=i) for i in range(num)]
+    path = Path(out)
+    return [str(path.with_name(f"{path.stem}-{i:03d}{path.suffix or '.wav'}")) for i in range(num)]
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad arguments before any model is loaded (ValueError with one clear line)."""
+    import math
+
+    if not math.isfinite(args.seconds) or args.seconds <= 0:
+        raise ValueError(f"--seconds must be a positive number, got {args.seconds}")
+    if args.seconds > MAX_SECONDS:
+        raise ValueError(f"--seconds {args.seconds:g} is over the limit of {MAX_SECONDS} s (3 hours)")
+    if args.num < 1 or args.num > 10_000:
+        raise ValueError(f"--num must be between 1 and 10000, got {args.num}")
+    if not math.isfinite(args.temperature) or args.temperature < 0 or args.temperature > 10:
+        raise ValueError(f"--temperature must be between 0 and 10, got {args.temperature}")
+    if not 0 <= args.variation <= 1:
+        raise ValueError(f"--variation must be between 0 and 1, got {args.variation}")
+    if args.out == "-":
+        if args.num != 1:
+            raise ValueError("--out - writes one clip; use a file pattern with --num")
+        return
+    for name in output_names(args.out, args.num):
+        suffix = Path(name).suffix.lower()
+        if suffix not in (".wav", ".flac"):
+            raise ValueError(f"{name}: output must end in .wav or .flac")
+        parent = Path(name).parent
+        if not parent.is_dir():
+            raise ValueError(f"{name}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise ValueError(f"{name}: folder {parent} is not writable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_arguments(args)
+        return _run(args)
+    except KeyboardInterrupt:
+        print("generate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one clear line, never a traceback, for anything users can cause
+        from audiogen.audio import AudioError
+        from audiogen.checkpoint import CheckpointError
+        from audiogen.config import ConfigError
+        from audiogen.frontend import FrontendMismatchError
+
+        if isinstance(err, (ValueError, OSError, AudioError, CheckpointError, ConfigError, FrontendMismatchError)):
+            print(f"generate: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from audiogen.audio import load_audio
+    from audiogen.generation import load_generator, write_clip
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    if device == "auto":
+        device = "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(os.cpu_count() or 1)
+    generator = load_generator(args.model, args.vocoder, device=device)
+    like_audio = load_audio(args.like, generator.sample_rate)[0] if args.like else None
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    log = sys.stderr
+    if args.seed is None:
+        print(f"seed {seed} (pass --seed {seed} to make the same clip again)", file=log)
+    names = ["-"] if args.out == "-" else output_names(args.out, args.num)
+    total = int(round(args.seconds * generator.sample_rate))
+    for index, name in enumerate(names):
+        clip_seed = seed + index
+        prefix = generator.variation_of(like_audio, args.variation, clip_seed) if like_audio is not None else None
+        chunks = generator.stream(args.seconds, clip_seed, args.temperature, prefix=prefix)
+        show = not args.quiet and args.seconds >= 20
+        with tqdm(total=total, unit="sample", unit_scale=True, disable=not show, file=log,
+                  desc=f"clip {index + 1}/{len(names)}", leave=False) as bar:
+            target = sys.stdout.buffer if name == "-" else name
+            write_clip(chunks, target, generator.sample_rate, progress=bar)
+        if name != "-":
+            print(f"wrote {name} ({args.seconds:g} s, {generator.sample_rate} Hz, seed {clip_seed})", file=log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

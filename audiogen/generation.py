@@ -1,0 +1,246 @@
+"""Long-form generation: latent prior → VAE decoder → vocoder, streamed in bounded memory.
+
+The pipeline is a chain of generators. The prior yields latent chunks, each conditioned on
+the latents before it; the VAE decodes them with overlap; the vocoder turns mel chunks into
+audio with overlap. Nothing holds the whole clip, so 10 minutes cost the memory of a few
+seconds, and the pieces join without seams because every stage carries context across chunk
+boundaries. Writing to a file takes two streaming passes (float32 scratch file, then the
+peak-normalised 16-bit output), so the level is set on the whole clip, not per chunk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from audiogen.checkpoint import CheckpointError, read_model_dir
+from audiogen.config import from_dict
+from audiogen.frontend import FrontendConfig, MelFrontend, check_same_frontend
+
+# Output level of a generated clip: -1 dBFS peak leaves headroom for 16-bit rounding and
+# for players that add inter-sample overs.
+TARGET_PEAK = 10 ** (-1 / 20)
+
+
+def pretrained_dir(name: str) -> Path:
+    """Folder of a model bundled with the package (``spec`` or ``vocoder``)."""
+    return Path(str(resources.files("audiogen") / "pretrained" / name))
+
+
+def _frontend_of(config: dict[str, Any], where: str) -> FrontendConfig:
+    return from_dict(FrontendConfig, config.get("frontend") or {}, f"{where}: frontend")
+
+
+def load_vocoder(model_dir: str | Path, frontend: FrontendConfig | None = None, device: str | torch.device = "cpu"):
+    """Load an exported vocoder for inference (weight norm folded away, eval mode).
+
+    Raises:
+        CheckpointError: missing or incomplete folder.
+        FrontendMismatchError: the vocoder was trained for another frontend than ``frontend``.
+    """
+    from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
+
+    config, states = read_model_dir(model_dir, ["vocoder"])
+    found = _frontend_of(config, str(model_dir))
+    if frontend is not None:
+        check_same_frontend(frontend, found, f"vocoder {model_dir}")
+    vocoder = build_vocoder(vocoder_config_from_dict(config.get("model") or {}), found)
+    vocoder.load_state_dict(states["vocoder"])
+    vocoder.remove_weight_norm()
+    return vocoder.eval().to(device)
+
+
+def load_vae(model_dir: str | Path, frontend: FrontendConfig | None = None, device: str | torch.device = "cpu"):
+    """Load the spectrogram VAE of an exported ``vae`` or ``prior`` model folder."""
+    from audiogen.spec import SpecVAE, SpecVAEConfig
+
+    config, states = read_model_dir(model_dir, ["vae"])
+    found = _frontend_of(config, str(model_dir))
+    if frontend is not None:
+        check_same_frontend(frontend, found, f"model {model_dir}")
+    vae_model = config.get("vae_model") or config.get("model") or {}
+    vae_config = from_dict(SpecVAEConfig, vae_model, f"{model_dir}: model")
+    vae = SpecVAE.from_config(vae_config, found)
+    vae.load_state_dict(states["vae"])
+    return vae.eval().to(device), vae_config
+
+
+def load_prior(model_dir: str | Path, latent_dim: int, device: str | torch.device = "cpu"):
+    """Load the latent prior of an exported ``prior`` model folder."""
+    from audiogen.spec import LatentPrior, LatentPriorConfig
+
+    config, states = read_model_dir(model_dir, ["prior"])
+    prior_config = from_dict(LatentPriorConfig, config.get("model") or {}, f"{model_dir}: model")
+    prior = LatentPrior.from_config(prior_config, latent_dim=latent_dim)
+    prior.load_state_dict(states["prior"])
+    return prior.eval().to(device)
+
+
+@dataclass
+class Generator:
+    """The three networks that turn seeds into piano audio."""
+
+    frontend: MelFrontend
+    vae: Any
+    prior: Any
+    vocoder: Any
+    device: torch.device
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.config.sample_rate
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        seconds: float,
+        seed: int,
+        temperature: float = 1.0,
+        prefix: torch.Tensor | None = None,
+        chunk_seconds: float = 8.0,
+    ) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks that add up to exactly ``seconds`` × sample rate samples.
+
+        Args:
+            prefix: optional latent frames (1, D, L) the clip starts with (``--like``: a
+                variation of an encoded clip); the prior continues from them.
+        """
+        from audiogen.spec import decode_stream
+        from audiogen.vocoder import vocode_stream
+
+        total = int(round(seconds * self.sample_rate))
+        cfg = self.frontend.config
+        ratio = self.vae.time_ratio
+        latent_frames = math.ceil((total / cfg.hop_length + 1) / ratio) + 1
+        chunk = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
+        generator = torch.Generator().manual_seed(seed)
+        sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
+        if prefix is not None:
+            sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
+        latents = _take(sampled, latent_frames)
+        mels = decode_stream(self.vae, (z.to(self.device) for z in latents))
+        emitted = 0
+        for audio in vocode_stream(self.vocoder, mels):
+            audio = np.asarray(audio, dtype=np.float32).reshape(-1)[: total - emitted]
+            emitted += len(audio)
+            if len(audio):
+                yield audio
+            if emitted >= total:
+                return
+        if emitted < total:  # the chain ran short by rounding: pad with silence (never happens in practice)
+            yield np.zeros(total - emitted, dtype=np.float32)
+
+    def generate(self, seconds: float, seed: int, temperature: float = 1.0,
+                 prefix: torch.Tensor | None = None) -> np.ndarray:
+        """A whole clip in memory (float32, not normalised)."""
+        parts = list(self.stream(seconds, seed, temperature, prefix))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    @torch.inference_mode()
+    def vocode(self, log_mel: np.ndarray) -> np.ndarray:
+        """Copy-synthesis: a log-mel (n_mels, F) to audio with this generator's vocoder."""
+        from audiogen.vocoder import vocode
+
+        mel = torch.as_tensor(np.asarray(log_mel, dtype=np.float32), device=self.device)
+        return vocode(self.vocoder, mel).reshape(-1).cpu().numpy()
+
+    @torch.inference_mode()
+    def variation_of(self, audio: np.ndarray, amount: float, seed: int) -> torch.Tensor:
+        """Latents (1, D, L) near those of ``audio`` (at the generator's sample rate).
+
+        ``amount`` 0 keeps the clip's own latents; 1 moves them a whole posterior spread away.
+        """
+        from audiogen.spec import encode_clip, variation
+
+        mel = self.frontend(torch.as_tensor(audio, device=self.device))[None]
+        z = encode_clip(self.vae, mel)
+        return variation(self.vae, z, amount, torch.Generator().manual_seed(seed))
+
+
+def _take(chunks: Iterator[torch.Tensor], frames: int) -> Iterator[torch.Tensor]:
+    """The first ``frames`` latent frames of a stream of (1, D, l) chunks."""
+    left = frames
+    for z in chunks:
+        if left <= 0:
+            return
+        z = z[..., :left]
+        left -= z.shape[-1]
+        yield z
+
+
+def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path | None = None,
+                   device: str | torch.device = "cpu") -> Generator:
+    """The generation pipeline from exported folders (None: the models bundled with audiogen)."""
+    model_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
+    vocoder_dir = Path(vocoder_dir) if vocoder_dir is not None else pretrained_dir("vocoder")
+    for path, what in ((model_dir, "spectrogram model"), (vocoder_dir, "vocoder")):
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: {what} folder not found")
+    device = torch.device(device)
+    vae, _ = load_vae(model_dir, device=device)
+    frontend = MelFrontend(vae.frontend_config).to(device)
+    prior = load_prior(model_dir, vae.latent_dim, device=device)
+    vocoder = load_vocoder(vocoder_dir, frontend.config, device=device)
+    return Generator(frontend, vae, prior, vocoder, device)
+
+
+def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, sample_rate: int,
+               progress: Any = None) -> dict[str, float]:
+    """Stream chunks to a WAV/FLAC file (or binary stream), peak-normalised to -1 dBFS.
+
+    Two passes in bounded memory: chunks go to a float32 scratch file while the peak is
+    tracked, then are read back block by block, scaled and encoded as 16-bit PCM.
+    """
+    import soundfile as sf
+
+    from audiogen.audio import _format_for
+
+    is_path = isinstance(target, (str, Path))
+    fmt = _format_for(target)[0] if is_path else "WAV"
+    scratch_dir = Path(target).parent if is_path else None
+    fd, scratch = tempfile.mkstemp(suffix=".f32", dir=scratch_dir)
+    peak, count = 0.0, 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                if not np.isfinite(chunk).all():
+                    raise RuntimeError("the model produced NaN/Inf samples")
+                peak = max(peak, float(np.max(np.abs(chunk))) if chunk.size else 0.0)
+                handle.write(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
+                count += len(chunk)
+                if progress is not None:
+                    progress.update(len(chunk))
+        gain = TARGET_PEAK / peak if peak > 1e-6 else 1.0
+        raw = np.memmap(scratch, dtype=np.float32, mode="r", shape=(count,)) if count else np.zeros(0, np.float32)
+        block = sample_rate * 10
+        # libsndfile seeks back to finish a WAV header, so streams (stdout) get a finished
+        # temporary file copied out; paths get an atomic rename.
+        fd_out, tmp_out = tempfile.mkstemp(dir=scratch_dir, suffix=".part")
+        os.close(fd_out)
+        try:
+            with sf.SoundFile(tmp_out, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format=fmt) as out:
+                for start in range(0, count, block):
+                    out.write(np.asarray(raw[start : start + block]) * gain)
+            if is_path:
+                os.replace(tmp_out, target)
+            else:
+                with open(tmp_out, "rb") as finished:
+                    shutil.copyfileobj(finished, target)
+                target.flush()
+        finally:
+            Path(tmp_out).unlink(missing_ok=True)
+            del raw
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+    return {"samples": count, "peak_before": peak, "gain": gain}

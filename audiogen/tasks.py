@@ -1,0 +1,438 @@
+"""The trainers: what one step of each model means, plugged into :mod:`audiogen.training`.
+
+Three tasks share the loop:
+
+- ``vocoder``: a generator (HiFi-GAN / iSTFT) from mel to audio against MPD/MSD
+  discriminators — the canonical GAN step (discriminator on the detached fake, then the
+  generator with mel L1, adversarial and feature-matching terms).
+- ``vae``: the spectrogram VAE/GAN — reconstruction L1 + KL (warm-up, free bits) + a
+  spectrogram discriminator's adversarial and feature-matching terms.
+- ``prior``: the latent prior, trained on a frozen VAE's latents by negative log-likelihood.
+
+One config file describes a run (:class:`TrainerConfig`); loss weights are keyed by the names
+that are logged.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiogen.config import ConfigError, from_dict, load_config, to_dict
+from audiogen.frontend import FrontendConfig, MelFrontend, check_same_frontend
+from audiogen.training import OptimConfig, StepContext, Task, TrainConfig, ValContext
+
+TASKS = ("vocoder", "vae", "prior")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """A whole training run. ``model``/``discriminator`` are checked by the model modules."""
+
+    task: str = "vocoder"
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    discriminator: dict[str, Any] | None = None
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    vae_dir: str | None = None  # prior task: the exported VAE whose latents are modelled
+    vocoder_dir: str | None = None  # vae/prior tasks: vocoder for validation audio (else Griffin-Lim)
+    vae_model: dict[str, Any] | None = None  # prior task: filled from vae_dir so exports are self-contained
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "prior" and not self.vae_dir:
+            raise ValueError("the prior task needs vae_dir: the exported VAE folder (e.g. RUN/best)")
+
+
+def load_trainer_config(path: str | Path, overrides: list[str] | None = None) -> TrainerConfig:
+    return load_config(TrainerConfig, path, overrides)
+
+
+def _weight(weights: dict[str, float], name: str, default: float) -> float:
+    return float(weights.get(name, default))
+
+
+def _check_loss_names(weights: dict[str, float], known: set[str]) -> None:
+    unknown = set(weights) - known
+    if unknown:
+        raise ConfigError(f"loss_weights: unknown name(s) {sorted(unknown)}; known: {sorted(known)}")
+
+
+def _val_audio(items: list[dict], seconds: float, frontend: FrontendConfig) -> list[dict]:
+    """Crop validation pieces to ``seconds`` (mel frames and matching samples)."""
+    frames = int(seconds * frontend.frame_rate)
+    out = []
+    for item in items:
+        mel = torch.as_tensor(np.asarray(item["mel"]))[:, :frames]
+        audio = item.get("audio")
+        audio = torch.as_tensor(np.asarray(audio))[: mel.shape[-1] * frontend.hop_length] if audio is not None else None
+        out.append({"name": item.get("name", f"piece{len(out)}"), "mel": mel.float(), "audio": audio})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Vocoder
+
+
+class VocoderTask(Task):
+    """HiFi-GAN-style training of any :class:`audiogen.vocoder.Vocoder`."""
+
+    ema_network = "generator"
+    LOSSES = {"mel/l1", "adv/gen", "adv/feat", "stft/mr"}
+
+    def __init__(self, config: TrainerConfig):
+        from audiogen.discriminators import build_discriminators, discriminator_config_from_dict
+        from audiogen.losses import MultiResolutionSTFTLoss
+        from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
+
+        _check_loss_names(config.loss_weights, self.LOSSES)
+        self.config = config
+        self.frontend = MelFrontend(config.frontend)
+        self.model_config = vocoder_config_from_dict(config.model)
+        generator = build_vocoder(self.model_config, config.frontend)
+        self.weights = {
+            "mel/l1": _weight(config.loss_weights, "mel/l1", 45.0),
+            "adv/gen": _weight(config.loss_weights, "adv/gen", 1.0),
+            "adv/feat": _weight(config.loss_weights, "adv/feat", 2.0),
+            "stft/mr": _weight(config.loss_weights, "stft/mr", 0.0),
+        }
+        self.networks = {"generator": generator}
+        self.use_gan = config.discriminator is not None and self.weights["adv/gen"] > 0
+        if self.use_gan:
+            self.networks["disc"] = build_discriminators(discriminator_config_from_dict(config.discriminator))
+        self.stft_loss = MultiResolutionSTFTLoss()
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
+        from audiogen.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+
+        mel, real = batch["mel"], batch["audio"].unsqueeze(1)  # (B, n_mels, F), (B, 1, F*hop)
+        frontend = self.frontend.to(ctx.device)
+        fake = ctx.networks["generator"](mel)  # (B, 1, F*hop)
+        logs: dict[str, float] = {}
+        if self.use_gan:
+            real_scores, _ = ctx.networks["disc"](real)
+            fake_scores, _ = ctx.networks["disc"](fake.detach())
+            d_loss = discriminator_loss(real_scores, fake_scores)
+            ctx.backward(d_loss)
+            ctx.step("disc")
+            logs["disc/loss"] = d_loss.item()
+        # Mel loss in fp32 on the frontend of both signals (same framing on both sides).
+        real_mel = frontend(real.squeeze(1).float())
+        fake_mel = frontend(fake.squeeze(1).float())
+        mel_l1 = F.l1_loss(fake_mel, real_mel)
+        total = self.weights["mel/l1"] * mel_l1
+        logs["mel/l1"] = mel_l1.item()
+        if self.weights["stft/mr"] > 0:
+            stft = self.stft_loss(fake.squeeze(1).float(), real.squeeze(1).float())
+            total = total + self.weights["stft/mr"] * stft
+            logs["stft/mr"] = stft.item()
+        if self.use_gan:
+            with ctx.frozen("disc") as frozen:
+                fake_scores, fake_feats = frozen["disc"](fake)
+                with torch.no_grad():
+                    _, real_feats = frozen["disc"](real)
+            adv = generator_adversarial_loss(fake_scores)
+            feat = feature_matching_loss(real_feats, fake_feats)
+            total = total + self.weights["adv/gen"] * adv + self.weights["adv/feat"] * feat
+            logs["adv/gen"], logs["adv/feat"] = adv.item(), feat.item()
+        ctx.backward(total)
+        ctx.step("generator")
+        logs["gen/loss"] = total.item()
+        return logs
+
+    def validate(self, ctx: ValContext) -> dict[str, float]:
+        from audiogen.audio import save_audio
+        from audiogen.losses import MultiResolutionSTFTLoss
+        from audiogen.plots import save_spectrograms
+        from audiogen.vocoder import vocode
+
+        generator = ctx.networks["generator"]
+        frontend = self.frontend.to(ctx.device)
+        stft = MultiResolutionSTFTLoss().to(ctx.device)
+        items = _val_audio(ctx.val_items, self.config.train.val_seconds, self.config.frontend)
+        mel_l1, stft_d = [], []
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        for index, item in enumerate(items):
+            mel = item["mel"].to(ctx.device)
+            audio = vocode(generator, mel).reshape(-1)
+            rebuilt = frontend(audio)[:, : mel.shape[-1]]
+            mel_l1.append(F.l1_loss(rebuilt, mel[:, : rebuilt.shape[-1]]).item())
+            if item["audio"] is not None:
+                target = item["audio"].to(ctx.device)
+                n = min(len(target), len(audio))
+                stft_d.append(stft(audio[None, :n], target[None, :n]).item())
+            if index < 3:
+                save_audio(ctx.out_dir / f"{item['name']}.wav", audio.cpu().numpy(), self.config.frontend.sample_rate)
+                save_spectrograms(ctx.out_dir / f"{item['name']}.png",
+                                  {"target": mel.cpu().numpy(), "vocoded": rebuilt.cpu().numpy()},
+                                  self.config.frontend.frame_rate, f"step {ctx.step}")
+        metrics = {"val/loss": float(np.mean(mel_l1)), "val/mel_l1": float(np.mean(mel_l1))}
+        if stft_d:
+            metrics["val/stft_mr"] = float(np.mean(stft_d))
+        return metrics
+
+    def export(self, ctx: ValContext) -> dict[str, nn.Module]:
+        return {"vocoder": ctx.networks["generator"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Spectrogram VAE/GAN
+
+
+class SpecVAETask(Task):
+    """The spectrogram VAE with a spectrogram discriminator (a VAE/GAN)."""
+
+    ema_network = "vae"
+    LOSSES = {"rec/l1", "kl/loss", "adv/gen", "adv/feat"}
+
+    def __init__(self, config: TrainerConfig):
+        from audiogen.spec import SpecDiscriminator, SpecDiscriminatorConfig, SpecVAE, SpecVAEConfig
+
+        _check_loss_names(config.loss_weights, self.LOSSES)
+        self.config = config
+        self.frontend = MelFrontend(config.frontend)
+        self.model_config = from_dict(SpecVAEConfig, config.model, "model")
+        vae = SpecVAE.from_config(self.model_config, config.frontend)
+        self.weights = {
+            "rec/l1": _weight(config.loss_weights, "rec/l1", 1.0),
+            "kl/loss": _weight(config.loss_weights, "kl/loss", 1e-2),
+            "adv/gen": _weight(config.loss_weights, "adv/gen", 0.1),
+            "adv/feat": _weight(config.loss_weights, "adv/feat", 1.0),
+        }
+        self.networks = {"vae": vae}
+        self.use_gan = config.discriminator is not None and self.weights["adv/gen"] > 0
+        if self.use_gan:
+            disc_cfg = from_dict(SpecDiscriminatorConfig, config.discriminator, "discriminator")
+            self.networks["disc"] = SpecDiscriminator.from_config(disc_cfg, config.frontend)
+        self._vocoder = None
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
+        from audiogen.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+        from audiogen.spec import kl_divergence, kl_weight
+
+        mel = batch["mel"]  # (B, n_mels, F)
+        recon, mu, logvar = ctx.networks["vae"](mel)
+        logs: dict[str, float] = {}
+        if self.use_gan:
+            real_scores, _ = ctx.networks["disc"](mel)
+            fake_scores, _ = ctx.networks["disc"](recon.detach())
+            d_loss = discriminator_loss(real_scores, fake_scores)
+            ctx.backward(d_loss)
+            ctx.step("disc")
+            logs["disc/loss"] = d_loss.item()
+        rec = F.l1_loss(recon.float(), mel.float())
+        kl = kl_divergence(mu.float(), logvar.float(), self.model_config.free_bits)
+        beta = kl_weight(ctx.step, self.model_config.kl_warmup_steps, self.weights["kl/loss"])
+        total = self.weights["rec/l1"] * rec + beta * kl
+        logs["rec/l1"], logs["kl/loss"], logs["kl/weight"] = rec.item(), kl.item(), beta
+        if self.use_gan:
+            with ctx.frozen("disc") as frozen:
+                fake_scores, fake_feats = frozen["disc"](recon)
+                with torch.no_grad():
+                    _, real_feats = frozen["disc"](mel)
+            adv = generator_adversarial_loss(fake_scores)
+            feat = feature_matching_loss(real_feats, fake_feats)
+            total = total + self.weights["adv/gen"] * adv + self.weights["adv/feat"] * feat
+            logs["adv/gen"], logs["adv/feat"] = adv.item(), feat.item()
+        ctx.backward(total)
+        ctx.step("vae")
+        return logs
+
+    def validate(self, ctx: ValContext) -> dict[str, float]:
+        from audiogen.plots import save_spectrograms
+
+        vae = ctx.networks["vae"]
+        items = _val_audio(ctx.val_items, self.config.train.val_seconds, self.config.frontend)
+        errors = []
+        for index, item in enumerate(items):
+            mel = item["mel"].to(ctx.device)[None]
+            mu, _ = vae.encode(mel)
+            recon = vae.decode(mu)[..., : mel.shape[-1]]
+            errors.append(F.l1_loss(recon, mel).item())
+            if index < 2:
+                panels = {"real": mel[0].cpu().numpy(), "reconstruction": recon[0].cpu().numpy()}
+                save_spectrograms(ctx.out_dir / f"{item['name']}.png", panels, self.config.frontend.frame_rate,
+                                  f"VAE step {ctx.step}")
+                write_validation_audio(self, ctx, recon[0], f"{item['name']}-recon")
+        return {"val/loss": float(np.mean(errors)), "val/rec_l1": float(np.mean(errors))}
+
+    def export(self, ctx: ValContext) -> dict[str, nn.Module]:
+        return {"vae": ctx.networks["vae"]}
+
+
+def write_validation_audio(task: Any, ctx: ValContext, mel: torch.Tensor, name: str) -> None:
+    """Vocode a validation mel with the configured vocoder, or Griffin-Lim without one."""
+    from audiogen.audio import peak_normalize, save_audio
+
+    if task.config.vocoder_dir:
+        if task._vocoder is None:
+            from audiogen.generation import load_vocoder
+
+            task._vocoder = load_vocoder(task.config.vocoder_dir, task.config.frontend, device=ctx.device)
+        from audiogen.vocoder import vocode
+
+        audio = vocode(task._vocoder, mel.float()).reshape(-1)
+    else:
+        audio = task.frontend.to(ctx.device).griffin_lim(mel.float(), n_iter=32)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    save_audio(ctx.out_dir / f"{name}.wav", peak_normalize(audio.cpu().numpy()), task.config.frontend.sample_rate)
+
+
+# --------------------------------------------------------------------------------------------
+# Latent prior
+
+
+class PriorTask(Task):
+    """The latent prior, trained on a frozen VAE's posterior samples."""
+
+    ema_network = "prior"
+    LOSSES = {"prior/nll"}
+
+    def __init__(self, config: TrainerConfig):
+        from audiogen.generation import load_vae
+        from audiogen.spec import LatentPrior, LatentPriorConfig
+
+        _check_loss_names(config.loss_weights, self.LOSSES)
+        self.config = config
+        self.frontend = MelFrontend(config.frontend)
+        self.vae, self.vae_config = load_vae(config.vae_dir, config.frontend)
+        self.vae.requires_grad_(False).eval()
+        self.model_config = from_dict(LatentPriorConfig, config.model, "model")
+        prior = LatentPrior.from_config(self.model_config, latent_dim=self.vae.latent_dim)
+        self.networks = {"prior": prior}
+        self._vocoder = None
+
+    def _latents(self, mel: torch.Tensor) -> torch.Tensor:
+        self.vae.to(mel.device)
+        with torch.no_grad():
+            mu, logvar = self.vae.encode(mel.float())
+            # posterior samples, so the prior learns the spread the decoder was trained on
+            return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
+        z = self._latents(batch["mel"])  # (B, D, L)
+        nll = ctx.networks["prior"].loss(z)
+        ctx.backward(nll)
+        ctx.step("prior")
+        return {"prior/nll": nll.item()}
+
+    def validate(self, ctx: ValContext) -> dict[str, float]:
+        from audiogen.plots import save_spectrograms
+
+        prior = ctx.networks["prior"]
+        items = _val_audio(ctx.val_items, self.config.train.val_seconds, self.config.frontend)
+        torch.manual_seed(0)
+        nlls = [prior.loss(self._latents(item["mel"].to(ctx.device)[None])).item() for item in items]
+        generator = torch.Generator().manual_seed(ctx.step)
+        frames = int(self.config.train.val_seconds * self.config.frontend.frame_rate) // self.vae.time_ratio
+        z = prior.sample(frames, temperature=1.0, generator=generator).to(ctx.device)
+        sample = self.vae.decode(z)[0]
+        real = items[0]["mel"] if items else sample
+        save_spectrograms(ctx.out_dir / "sample.png", {"real (validation)": real.cpu().numpy(),
+                                                        "generated": sample.cpu().numpy()},
+                          self.config.frontend.frame_rate, f"prior step {ctx.step}")
+        write_validation_audio(self, ctx, sample, "sample")
+        return {"val/loss": float(np.mean(nlls)), "val/prior_nll": float(np.mean(nlls))}
+
+    def export(self, ctx: ValContext) -> dict[str, nn.Module]:
+        return {"vae": self.vae, "prior": ctx.networks["prior"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point shared by train_vocoder.py and train_spec.py
+
+
+def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
+    """Parse the trainer command line and train (called under ``accelerate launch``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=f"Train the {default_task} (run with `accelerate launch`, or plain python for one process).")
+    parser.add_argument("--config", required=True, help="trainer YAML (configs/...)")
+    parser.add_argument("--data", required=True, help="prepared cache folder (audiogen-prepare --out)")
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, metrics, validation)")
+    parser.add_argument("--max-steps", type=int, help="override train.max_steps")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config value, e.g. --set optim.lr=1e-4 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest")
+    if default_task != "vocoder":
+        parser.add_argument("--stage", choices=["vae", "prior"], help="override the config's task")
+    parser.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+    args = parser.parse_args(argv)
+
+    overrides = list(args.set)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if getattr(args, "stage", None):
+        overrides.append(f"task={args.stage}")
+    try:
+        config = load_trainer_config(args.config, overrides)
+        if default_task == "vocoder" and config.task != "vocoder":
+            raise ConfigError(f"{args.config}: task {config.task!r} belongs to train_spec.py")
+        if default_task != "vocoder" and config.task == "vocoder":
+            raise ConfigError(f"{args.config}: a vocoder config belongs to train_vocoder.py")
+        return _train(config, args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _train(config: TrainerConfig, args: Any) -> int:
+    from accelerate import Accelerator
+
+    from audiogen.data import FullPieceDataset, SegmentDataset, open_cache
+    from audiogen.training import TrainingStopped, train
+
+    cache = open_cache(args.data)
+    check_same_frontend(config.frontend, cache.frontend, f"cache {args.data}")
+    mixed = config.train.mixed_precision if torch.cuda.is_available() and not args.cpu else "no"
+    accelerator = Accelerator(mixed_precision=mixed, cpu=args.cpu)
+    task_cls = {"vocoder": VocoderTask, "vae": SpecVAETask, "prior": PriorTask}[config.task]
+    task = task_cls(config)
+    frames = config.train.segment_frames
+    if config.task != "vocoder":
+        ratio = task.networks.get("vae", getattr(task, "vae", None)).time_ratio
+        frames = max(ratio, frames // ratio * ratio)
+    dataset = SegmentDataset(args.data, "train", segment_frames=frames, with_audio=config.task == "vocoder",
+                             seed=config.train.seed, expected_frontend=config.frontend)
+    val_set = FullPieceDataset(args.data, "validation",
+                               max_frames=int(config.train.val_seconds * config.frontend.frame_rate))
+    val_items = [val_set[i] for i in range(min(len(val_set), config.train.val_pieces))]
+    provenance = {
+        "task": config.task,
+        "data": str(Path(args.data).resolve()),
+        "train_pieces": len(cache.pieces("train")),
+        "train_hours": round(sum(p.n_samples for p in cache.pieces("train")) / config.frontend.sample_rate / 3600, 3),
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "mixed_precision": mixed,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+        "parameters": {n: sum(p.numel() for p in m.parameters()) for n, m in task.networks.items()},
+    }
+    resolved = to_dict(config)
+    if config.task == "prior":
+        resolved["vae_model"] = to_dict(task.vae_config)
+        provenance["vae_dir"] = str(Path(config.vae_dir).resolve())
+    try:
+        state = train(task, dataset, val_items, config.train, config.optim, args.out, accelerator,
+                      resume=args.resume, provenance=provenance, resolved_config=resolved)
+    except TrainingStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    if accelerator.is_main_process:
+        print(f"done: step {state.step}, best val/loss {state.best_val:.4f}, "
+              f"{state.wall_seconds:.0f} s; model in {Path(args.out) / 'best'}")
+    return 0
