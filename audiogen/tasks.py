@@ -125,7 +125,7 @@ class VocoderTask(Task):
             fake_scores, _ = ctx.networks["disc"](fake.detach())
             d_loss = discriminator_loss(real_scores, fake_scores)
             ctx.backward(d_loss)
-            ctx.step("disc")
+            ctx.optimizer_step("disc")
             logs["disc/loss"] = d_loss.item()
         # Mel loss in fp32 on the frontend of both signals (same framing on both sides).
         real_mel = frontend(real.squeeze(1).float())
@@ -147,7 +147,7 @@ class VocoderTask(Task):
             total = total + self.weights["adv/gen"] * adv + self.weights["adv/feat"] * feat
             logs["adv/gen"], logs["adv/feat"] = adv.item(), feat.item()
         ctx.backward(total)
-        ctx.step("generator")
+        ctx.optimizer_step("generator")
         logs["gen/loss"] = total.item()
         return logs
 
@@ -229,7 +229,7 @@ class SpecVAETask(Task):
             fake_scores, _ = ctx.networks["disc"](recon.detach())
             d_loss = discriminator_loss(real_scores, fake_scores)
             ctx.backward(d_loss)
-            ctx.step("disc")
+            ctx.optimizer_step("disc")
             logs["disc/loss"] = d_loss.item()
         rec = F.l1_loss(recon.float(), mel.float())
         kl = kl_divergence(mu.float(), logvar.float(), self.model_config.free_bits)
@@ -246,7 +246,7 @@ class SpecVAETask(Task):
             total = total + self.weights["adv/gen"] * adv + self.weights["adv/feat"] * feat
             logs["adv/gen"], logs["adv/feat"] = adv.item(), feat.item()
         ctx.backward(total)
-        ctx.step("vae")
+        ctx.optimizer_step("vae")
         return logs
 
     def validate(self, ctx: ValContext) -> dict[str, float]:
@@ -324,7 +324,7 @@ class PriorTask(Task):
         z = self._latents(batch["mel"])  # (B, D, L)
         nll = ctx.networks["prior"].loss(z)
         ctx.backward(nll)
-        ctx.step("prior")
+        ctx.optimizer_step("prior")
         return {"prior/nll": nll.item()}
 
     def validate(self, ctx: ValContext) -> dict[str, float]:

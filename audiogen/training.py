@@ -99,7 +99,7 @@ class Task:
         return {name: [p for p in net.parameters() if p.requires_grad] for name, net in self.networks.items()}
 
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
-        """Compute losses for one micro-batch, calling ``ctx.backward`` and ``ctx.step``."""
+        """Compute losses for one micro-batch, calling ``ctx.backward`` and ``ctx.optimizer_step``."""
         raise NotImplementedError
 
     def validate(self, ctx: ValContext) -> dict[str, float]:
@@ -114,7 +114,7 @@ class Task:
 @dataclass
 class StepContext:
     """What a task's ``train_step`` may use: the accelerator, its (prepared) networks, and
-    ``backward``/``step`` that implement accumulation, clipping and NaN skipping."""
+    ``backward``/``optimizer_step`` that implement accumulation, clipping and NaN skipping."""
 
     accelerator: Any
     networks: dict[str, nn.Module]
@@ -143,7 +143,7 @@ class StepContext:
         self.accelerator.backward(loss / self.grad_accum)
         return True
 
-    def step(self, name: str) -> None:
+    def optimizer_step(self, name: str) -> None:
         """Clip and apply the accumulated gradients of optimiser ``name`` (on sync steps)."""
         optimizer = self.optimizers[name]
         if not self.sync:
@@ -293,6 +293,9 @@ def make_batch_stream(dataset: Any, cfg: TrainConfig, start_step: int, rank: int
         batch_sampler=_RankBatches(cfg, len(dataset), start_step, rank, world),
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
+        # its own generator: making the iterator draws a seed, which must not shift the global
+        # RNG stream (dropout, VAE noise) that a resumed run restores
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     return iter(loader)
 
@@ -514,8 +517,12 @@ def train(
             for k, v in micro_losses.items():
                 losses[k] = losses.get(k, 0.0) + v / cfg.grad_accum
         if ctx.bad:
+            # The step index still advances (its data is consumed), so data order stays a
+            # function of the step and a resumed run lines up; no weight or EMA changed.
             state.bad_steps_in_row += 1
             state.skipped_steps += 1
+            state.step += 1
+            bar.update(1)
             if main:
                 bar.write(f"warning: step {state.step} skipped (NaN/Inf in loss or gradient)")
                 _log(run_dir, {"step": state.step, "warning": "non-finite loss or gradient, step skipped"})
