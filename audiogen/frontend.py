@@ -80,17 +80,36 @@ def check_same_frontend(expected: FrontendConfig, found: FrontendConfig, what: s
     raise FrontendMismatchError(f"{what} was made for another audio frontend: " + ", ".join(diffs))
 
 
-def mel_filterbank(config: FrontendConfig) -> np.ndarray:
-    """Slaney-normalised mel filter bank of shape (n_mels, n_fft // 2 + 1), as librosa makes it."""
-    import librosa
+def hz_to_mel(freq: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    freq = np.asarray(freq, dtype=np.float64)
+    linear = freq / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(freq, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(freq >= 1000.0, log_part, linear)
 
-    return librosa.filters.mel(
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        n_mels=config.n_mels,
-        fmin=config.fmin,
-        fmax=config.fmax,
-    ).astype(np.float32)
+
+def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3))
+
+
+def mel_filterbank(config: FrontendConfig) -> np.ndarray:
+    """Slaney-normalised triangular mel filters, shape (n_mels, n_fft // 2 + 1).
+
+    The same filters as ``librosa.filters.mel`` (tested against it), computed here so that
+    ``generate`` does not pay librosa's 1.5 s import.
+    """
+    fmax = config.fmax if config.fmax is not None else config.sample_rate / 2
+    fft_freqs = np.linspace(0, config.sample_rate / 2, 1 + config.n_fft // 2)
+    edges = mel_to_hz(np.linspace(hz_to_mel(config.fmin), hz_to_mel(fmax), config.n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # equal area per filter ("slaney" norm)
+    return weights.astype(np.float32)
 
 
 class MelFrontend(nn.Module):

@@ -63,3 +63,14 @@ def test_config_validation_and_mismatch():
         FrontendConfig(fmax=20000.0)
     with pytest.raises(FrontendMismatchError, match="hop_length 128"):
         check_same_frontend(FrontendConfig(), FrontendConfig(hop_length=128), "model.safetensors")
+
+
+@pytest.mark.parametrize("cfg", [FrontendConfig(), FrontendConfig(sample_rate=44100, n_fft=2048, n_mels=128, fmin=30.0,
+                                                                  fmax=16000.0)])
+def test_filterbank_equals_librosa(cfg):
+    import librosa
+
+    from audiogen.frontend import mel_filterbank
+
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    np.testing.assert_allclose(mel_filterbank(cfg), ref, rtol=1e-5, atol=1e-8)
