@@ -1,0 +1,245 @@
+"""``audiogen-fad``: embed audio, score Fréchet Audio Distance, fetch the VGGish weights.
+
+    audiogen-fad embed AUDIO... --out OUT.npz [--embedding vggish|mel] [--vggish-weights W.pth]
+    audiogen-fad score --background A --eval B [--json OUT.json]
+    audiogen-fad download-weights [--url URL] [--sha256 HEX]
+
+``A`` and ``B`` are each a folder of audio (searched recursively), a text file listing audio
+paths, or an .npz written by ``embed``. The last line ``score`` prints is one JSON object.
+Errors print one line on stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+PROG = "audiogen-fad"
+
+
+def _add_embedding_options(parser: argparse.ArgumentParser, defaults_from_npz: bool) -> None:
+    hint = " (default: that of an .npz input, else %s)" if defaults_from_npz else " (default: %s)"
+    parser.add_argument(
+        "--embedding",
+        choices=("vggish", "mel"),
+        default=None,
+        help="vggish: FAD as published; mel: weight-free, NOT comparable to published FAD" + hint % "vggish",
+    )
+    parser.add_argument(
+        "--vggish-weights",
+        metavar="PATH",
+        default=None,
+        help="torchvggish checkpoint vggish-10086976.pth (default: $AUDIOGEN_VGGISH_WEIGHTS, then the cache)",
+    )
+    parser.add_argument(
+        "--framing",
+        choices=("torchvggish", "google-reference"),
+        default=None,
+        help="torchvggish: non-overlapping 0.96 s patches; google-reference: 1 s every 0.5 s, peak-normalised"
+        + hint % "torchvggish",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default)")
+    parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: up to 4)")
+    parser.add_argument("--cache-dir", default=None, help="embedding cache (default: $AUDIOGEN_CACHE/fad-embeddings)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Fréchet Audio Distance on VGGish embeddings.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,score,download-weights}")
+
+    embed = sub.add_parser("embed", help="write per-file embeddings to an .npz")
+    embed.add_argument("audio", nargs="+", help="audio files (folders and list files are expanded)")
+    embed.add_argument("--out", required=True, help="output .npz: one float32 [n_patches, d] array per file")
+    _add_embedding_options(embed, defaults_from_npz=False)
+
+    score = sub.add_parser("score", help="FAD between a background and an evaluation set")
+    score.add_argument("--background", required=True, help="folder, list file or .npz")
+    score.add_argument("--eval", required=True, dest="evaluation", help="folder, list file or .npz")
+    score.add_argument("--json", default=None, help="also write the result to this JSON file")
+    score.add_argument("--bootstrap", type=int, default=200, help="bootstrap draws for the interval")
+    score.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    score.add_argument("--fad-inf-steps", type=int, default=25, help="subset sizes for FAD∞")
+    score.add_argument("--seed", type=int, default=0, help="seed of bootstrap and FAD∞ subsets")
+    _add_embedding_options(score, defaults_from_npz=True)
+
+    download = sub.add_parser("download-weights", help="fetch vggish-10086976.pth with a checksum")
+    download.add_argument(
+        "--url", default=None, help="source (default: $AUDIOGEN_VGGISH_URL or the torchvggish release)"
+    )
+    download.add_argument(
+        "--cache-dir", default=None, help="target folder (default: $AUDIOGEN_CACHE or ~/.cache/audiogen)"
+    )
+    download.add_argument("--sha256", default=None, help="expected SHA-256 or prefix (default: 10086976)")
+    download.add_argument("--force", action="store_true", help="download even if a verified file exists")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _embedding_cache_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.cache_dir) if args.cache_dir else None
+
+
+def _make_embedder(args: argparse.Namespace, embedding: str, framing: str):
+    from audiogen.fad import make_embedder
+
+    return make_embedder(
+        embedding,
+        weights=args.vggish_weights,
+        framing=framing,
+        device=_device(args.device),
+        batch_size=args.batch_size,
+    )
+
+
+def _embed_sources(args: argparse.Namespace, sources: list[str], embedder, desc: str, source: str):
+    from audiogen.fad import embed_files, list_audio_files
+
+    files = [f for s in sources for f in list_audio_files(s)]
+    return embed_files(
+        files,
+        embedder,
+        workers=args.workers,
+        cache_dir=_embedding_cache_dir(args),
+        use_cache=not args.no_cache,
+        progress=not args.quiet,
+        desc=desc,
+        source=source,
+    )
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from audiogen.fad import save_npz
+
+    embedder = _make_embedder(args, args.embedding or "vggish", args.framing or "torchvggish")
+    embedded = _embed_sources(args, args.audio, embedder, "embedding", source=" ".join(args.audio))
+    keys = save_npz(embedded, args.out)
+    summary = {
+        "out": str(args.out),
+        "files": len(keys),
+        "embeddings": embedded.num_embeddings,
+        "decoded": embedded.decoded,
+        "from_cache": embedded.cached,
+        "embedding": embedded.identity,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def _default_from_npz(sets: list, key: str, fallback: str) -> str:
+    values = {s.identity.get(key) for s in sets if s is not None and s.identity}
+    values.discard(None)
+    if len(values) > 1:
+        raise ValueError(f"the .npz inputs disagree on {key}: {sorted(values)}")
+    return values.pop() if values else fallback
+
+
+def _human_summary(report: dict) -> str:
+    ci = report["fad_ci"]
+    inf = report["fad_inf"]
+    sha = report.get("weights_sha256")
+    model = report["embedding_model"] + (f" (weights sha256 {sha[:12]}…)" if sha else "")
+    lines = [
+        f"FAD {report['fad']:.4f}  ({int(report['fad_ci_level'] * 100)}% CI {ci[0]:.4f}–{ci[1]:.4f})  "
+        f"FAD∞ {'n/a' if inf is None else f'{inf:.4f}'}",
+        f"embedding {model}, framing {report['framing']}, resampler {report['resampler']}",
+        f"background {report['background']['files']} files / {report['background']['embeddings']} embeddings; "
+        f"eval {report['eval']['files']} files / {report['eval']['embeddings']} embeddings",
+    ]
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)
+
+
+def _write_json(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.part")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from audiogen.fad import load_npz, score_sets
+
+    specs = {"background": args.background, "eval": args.evaluation}
+    sets = {label: load_npz(spec) if spec.lower().endswith(".npz") else None for label, spec in specs.items()}
+    npz_sets = [s for s in sets.values() if s is not None]
+    embedding = args.embedding or _default_from_npz(npz_sets, "model", "vggish")
+    framing = args.framing or _default_from_npz(npz_sets, "framing", "torchvggish")
+    if any(s is None for s in sets.values()):
+        embedder = _make_embedder(args, embedding, framing)
+        for label, spec in specs.items():
+            if sets[label] is None:
+                sets[label] = _embed_sources(args, [spec], embedder, f"embedding {label}", source=spec)
+    report = score_sets(
+        sets["background"],
+        sets["eval"],
+        n_bootstrap=args.bootstrap,
+        level=args.confidence,
+        fad_inf_steps=args.fad_inf_steps,
+        seed=args.seed,
+    )
+    if args.json:
+        _write_json(args.json, report)
+    print(_human_summary(report))
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from audiogen.download import download_vggish_weights, sha256_file
+
+    path = download_vggish_weights(
+        cache_dir=args.cache_dir, url=args.url, sha256=args.sha256, force=args.force, progress=not args.quiet
+    )
+    print(json.dumps({"weights": str(path), "sha256": sha256_file(path)}))
+    return 0
+
+
+COMMANDS = {"embed": cmd_embed, "score": cmd_score, "download-weights": cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``audiogen-fad``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help or a usage error (argparse has printed it)
+        return int(exit_.code or 0)
+    from audiogen.audio import AudioError
+    from audiogen.download import DownloadError
+
+    expected = (AudioError, DownloadError, ValueError, OSError)
+    try:
+        return COMMANDS[args.command](args)
+    except expected as err:
+        # WeightsNotFoundError is an OSError, WeightsError a ValueError: one line, no traceback
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
