@@ -556,9 +556,10 @@ def build_demo_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, workers)
-    context = multiprocessing.get_context("spawn")
     converted: dict[str, bytes] = {}
-    with context.Pool(workers) as pool:
+    # one worker renders in this process (FluidSynth is a subprocess anyway): no pool start-up
+    pool_context = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _InProcess()
+    with pool_context as pool:
         if midi_dir is not None:
             candidates = midi_dir_candidates(midi_dir, metadata)
             chosen = select_by_hours(candidates, hours, measure=_measure_file if _needs_measure(candidates) else None)
@@ -597,6 +598,22 @@ def _measure_file(candidate: Candidate) -> Candidate:
     except Exception:
         duration = 0.0
     return replace(candidate, record=replace(candidate.record, duration=duration))
+
+
+class _InProcess:
+    """The two Pool methods used here, run in this process."""
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn, items):
+        return [fn(item) for item in items]
+
+    def imap(self, fn, items):
+        return (fn(item) for item in items)
 
 
 class _BatchedMeasure:
