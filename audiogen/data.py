@@ -518,6 +518,8 @@ def build_index(cache_dir: str | Path) -> dict[str, Any]:
     """The index of a cache from its piece folders and skip records (deterministic content)."""
     cache_dir = Path(cache_dir)
     frontend = read_cache_frontend(cache_dir)
+    if frontend is None:
+        raise DataError(f"{cache_dir}: not an audiogen cache (no {FRONTEND_NAME}); prepare it with audiogen-prepare")
     splits: dict[str, list[dict[str, Any]]] = {}
     present: set[str] = set()
     for split in SPLITS:
@@ -536,7 +538,7 @@ def build_index(cache_dir: str | Path) -> dict[str, Any]:
         for record in sorted((cache_dir / SKIPPED_DIR).glob("*.json")):
             if record.stem not in present:
                 skipped.append(json.loads(record.read_text(encoding="utf-8")))
-    rate = frontend.sample_rate if frontend else 1
+    rate = frontend.sample_rate
     totals = {
         split: {"pieces": len(e), "hours": round(sum(p["n_samples"] for p in e) / rate / 3600, 4)}
         for split, e in splits.items()
@@ -544,7 +546,7 @@ def build_index(cache_dir: str | Path) -> dict[str, Any]:
     return {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
-        "frontend": frontend.to_dict() if frontend else None,
+        "frontend": frontend.to_dict(),
         "splits": splits,
         "totals": totals,
         "skipped": skipped,

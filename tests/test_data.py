@@ -372,6 +372,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert prepare_main(["--out", str(tmp_path)]) == 2
     assert prepare_main(["--maestro", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
     assert prepare_main(["--audio-dir", str(tmp_path), "--out", str(tmp_path / "c"), "--shard", "3/3"]) == 2
+    assert prepare_main(["--reindex", "--out", str(tmp_path / "not-a-cache")]) == 2
     assert prepare_main(["--help"]) == 0
     assert "--merge" in capsys.readouterr().out
 
