@@ -106,10 +106,9 @@ def _make_embedder(args: argparse.Namespace, embedding: str, framing: str):
     )
 
 
-def _embed_sources(args: argparse.Namespace, sources: list[str], embedder, desc: str, source: str):
-    from audiogen.fad import embed_files, list_audio_files
+def _embed_files(args: argparse.Namespace, files: list[Path], embedder, desc: str, source: str):
+    from audiogen.fad import embed_files
 
-    files = [f for s in sources for f in list_audio_files(s)]
     return embed_files(
         files,
         embedder,
@@ -123,10 +122,11 @@ def _embed_sources(args: argparse.Namespace, sources: list[str], embedder, desc:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from audiogen.fad import save_npz
+    from audiogen.fad import list_audio_files, save_npz
 
+    files = [f for source in args.audio for f in list_audio_files(source)]
     embedder = _make_embedder(args, args.embedding or "vggish", args.framing or "torchvggish")
-    embedded = _embed_sources(args, args.audio, embedder, "embedding", source=" ".join(args.audio))
+    embedded = _embed_files(args, files, embedder, "embedding", source=" ".join(args.audio))
     keys = save_npz(embedded, args.out)
     summary = {
         "out": str(args.out),
@@ -179,18 +179,19 @@ def _write_json(path: str | Path, payload: dict) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from audiogen.fad import load_npz, score_sets
+    from audiogen.fad import list_audio_files, load_npz, score_sets
 
     specs = {"background": args.background, "eval": args.evaluation}
     sets = {label: load_npz(spec) if spec.lower().endswith(".npz") else None for label, spec in specs.items()}
+    # list the audio first: a wrong folder is reported before seconds are spent loading weights
+    files = {label: list_audio_files(spec) for label, spec in specs.items() if sets[label] is None}
     npz_sets = [s for s in sets.values() if s is not None]
     embedding = args.embedding or _default_from_npz(npz_sets, "model", "vggish")
     framing = args.framing or _default_from_npz(npz_sets, "framing", "torchvggish")
-    if any(s is None for s in sets.values()):
+    if files:
         embedder = _make_embedder(args, embedding, framing)
-        for label, spec in specs.items():
-            if sets[label] is None:
-                sets[label] = _embed_sources(args, [spec], embedder, f"embedding {label}", source=spec)
+        for label, paths in files.items():
+            sets[label] = _embed_files(args, paths, embedder, f"embedding {label}", source=specs[label])
     report = score_sets(
         sets["background"],
         sets["eval"],

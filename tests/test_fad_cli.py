@@ -1,0 +1,227 @@
+"""``audiogen-fad`` as users type it (subprocesses): embed/score round trips with the mel
+embedding and with a random-weight VGGish checkpoint, the cache, errors, download-weights."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiogen.audio import RESAMPLER, save_audio
+from audiogen.fad import EmbeddedSet, MelEmbedder, save_npz
+from audiogen.vggish import VGGish
+
+
+def audiogen_fad() -> list[str]:
+    script = Path(sys.executable).parent / "audiogen-fad"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "audiogen.cli.fad"]
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(audiogen_fad() + args, env=env, capture_output=True, text=True, timeout=300)
+
+
+def cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """In-process run of main() (same code path without the interpreter start-up)."""
+    from audiogen.cli.fad import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def write_set(folder: Path, count: int, seed: int, seconds: float = 2.0, sr: int = 22050) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        t = np.arange(int(seconds * sr)) / sr
+        notes = sum(np.sin(2 * np.pi * rng.uniform(80, 1500) * t) * np.exp(-rng.uniform(1, 4) * t) for _ in range(3))
+        audio = 0.2 * notes + 0.005 * rng.standard_normal(t.shape)
+        path = folder / f"{folder.name}_{i}.flac"
+        save_audio(path, audio.astype(np.float32), sr)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fadcli")
+    write_set(root / "real", 6, seed=0)
+    write_set(root / "fake", 5, seed=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOGEN_")}
+    env["AUDIOGEN_CACHE"] = str(root / "cache")
+    return root, env
+
+
+@pytest.fixture
+def same_env(workspace, monkeypatch):
+    """The subprocess environment, applied to this process for in-process runs."""
+    root, env = workspace
+    for key in [k for k in os.environ if k.startswith("AUDIOGEN_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AUDIOGEN_CACHE", env["AUDIOGEN_CACHE"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def random_weights(workspace) -> Path:
+    root, _ = workspace
+    torch.manual_seed(0)
+    model = VGGish()  # PyTorch's default init, saved in torchvggish's key layout
+    path = root / "vggish-random.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_score_command_prints_json_last(workspace):
+    """What a user types, in a subprocess: the last stdout line is the JSON report."""
+    root, env = workspace
+    out_json = root / "score_mel.json"
+    scored = run(
+        ["score", "--background", str(root / "real"), "--eval", str(root / "fake"), "--embedding", "mel"]
+        + ["--json", str(out_json), "--workers", "2", "--bootstrap", "20", "--no-cache"],
+        env,
+    )
+    assert scored.returncode == 0, scored.stderr
+    report = last_json(scored.stdout)
+    assert report == json.loads(out_json.read_text())
+    for key in ("fad", "fad_inf", "fad_ci", "embedding_model", "weights_sha256", "framing", "resampler"):
+        assert key in report
+    assert report["embedding_model"] == "mel" and report["resampler"] == RESAMPLER
+    assert report["background"]["files"] == 6 and report["background"]["embeddings"] == 12
+    assert report["eval"]["files"] == 5 and report["eval"]["embeddings"] == 10
+    assert report["fad"] > 0 and report["fad_ci"][0] <= report["fad_ci"][1]
+    assert "NOT comparable to published FAD" in scored.stdout
+    assert scored.stderr == ""  # no progress bars when stderr is not a terminal
+
+
+def test_corrupt_file_is_one_line_error_without_traceback(workspace):
+    root, env = workspace
+    broken = root / "broken"
+    write_set(broken, 2, seed=3)
+    (broken / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage")
+    result = run(["score", "--background", str(broken), "--eval", str(root / "fake"), "--embedding", "mel"], env)
+    assert result.returncode != 0
+    assert "corrupt.wav" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_mel_embed_and_score_round_trip(same_env, capsys):
+    root = same_env
+    files = sorted((root / "real").glob("*.flac"))
+    code, out, err = cli(["embed", *map(str, files), "--out", str(root / "real.npz"), "--embedding", "mel"], capsys)
+    assert code == 0, err
+    with np.load(root / "real.npz") as data:
+        assert sorted(data.files) == sorted(f.stem for f in files)
+        assert all(data[k].dtype == np.float32 and data[k].shape == (2, 160) for k in data.files)
+
+    args = ["score", "--background", str(root / "real"), "--eval", str(root / "fake"), "--bootstrap", "20"]
+    code, out, err = cli(args + ["--embedding", "mel"], capsys)
+    assert code == 0, err
+    report = last_json(out)
+    # the .npz from embed scores the same; its sidecar says it is a mel embedding
+    code, out, err = cli(["score", "--background", str(root / "real.npz"), "--eval", str(root / "fake")], capsys)
+    assert code == 0, err
+    again = last_json(out)
+    assert again["embedding_model"] == "mel"
+    assert again["fad"] == pytest.approx(report["fad"], rel=1e-6)
+    assert again["eval"]["decoded"] == 0  # cached by the first score
+
+
+def test_vggish_embed_and_score_with_random_checkpoint(same_env, random_weights, capsys, monkeypatch):
+    root = same_env
+    digest = hashlib.sha256(random_weights.read_bytes()).hexdigest()
+    files = sorted((root / "fake").glob("*.flac"))[:2]
+    code, out, err = cli(
+        ["embed", *map(str, files), "--out", str(root / "v.npz"), "--vggish-weights", str(random_weights)], capsys
+    )
+    assert code == 0, err
+    with np.load(root / "v.npz") as data:
+        assert sorted(data.files) == ["fake_0", "fake_1"]
+        assert data["fake_0"].shape == (2, 128) and data["fake_0"].dtype == np.float32
+
+    monkeypatch.setenv("AUDIOGEN_VGGISH_WEIGHTS", str(random_weights))  # weights from the environment
+    write_set(root / "small_real", 3, seed=5)
+    write_set(root / "small_fake", 3, seed=6)
+    args = ["score", "--background", str(root / "small_real"), "--eval", str(root / "small_fake")]
+    args += ["--bootstrap", "20"]
+    args += ["--framing", "google-reference", "--workers", "1"]
+    code, out, err = cli(args, capsys)
+    assert code == 0, err
+    report = last_json(out)
+    assert report["embedding_model"] == "vggish" and report["weights_sha256"] == digest
+    assert report["framing"] == "google-reference" and report["embedding"]["official_weights"] is False
+    assert report["background"]["embeddings"] == 3 * 3  # 2 s → 1 s windows at 0, 0.5 and 1 s
+    assert report["comparable_to_published_fad"] is True and np.isfinite(report["fad"])
+    code, out, err = cli(args, capsys)
+    assert code == 0, err
+    cached = last_json(out)
+    assert cached["background"]["decoded"] == 0 and cached["eval"]["decoded"] == 0
+    assert cached["fad"] == report["fad"]
+
+
+def test_bad_inputs_give_clear_errors(same_env, random_weights, capsys):
+    root = same_env
+    code, _, err = cli(["score", "--background", str(root / "real"), "--eval", str(root / "fake")], capsys)
+    assert code != 0 and "audiogen-fad download-weights" in err and len(err.strip().splitlines()) == 1
+
+    code, _, err = cli(["embed", str(root / "absent.wav"), "--out", str(root / "x.npz"), "--embedding", "mel"], capsys)
+    assert code != 0 and "absent.wav" in err
+
+    code, _, err = cli(["score", "--background", str(root / "nowhere"), "--eval", str(root / "fake")], capsys)
+    assert code != 0 and "nowhere" in err
+
+    # an .npz of mel embeddings cannot be scored against VGGish embeddings
+    mel_set = EmbeddedSet("m", ["a.wav", "b.wav"], [np.ones((2, 160), np.float32)] * 2, MelEmbedder().identity())
+    save_npz(mel_set, root / "mel.npz")
+    args = ["score", "--background", str(root / "mel.npz"), "--eval", str(root / "fake")]
+    code, _, err = cli(args + ["--vggish-weights", str(random_weights), "--embedding", "vggish"], capsys)
+    assert code != 0 and "embedded differently" in err
+
+    assert cli(["score", "--background", str(root / "real")], capsys)[0] == 2  # argparse usage error
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_download_weights_command(tmp_path, capsys):
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = os.urandom(200_000)
+    (served / "vggish.pth").write_bytes(payload)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/vggish.pth"
+    digest = hashlib.sha256(payload).hexdigest()
+    try:
+        code, out, err = cli(
+            ["download-weights", "--url", url, "--cache-dir", str(tmp_path / "c1"), "--quiet", "--sha256", digest],
+            capsys,
+        )
+        assert code == 0, err
+        assert (tmp_path / "c1" / "vggish-10086976.pth").read_bytes() == payload
+        assert last_json(out)["sha256"] == digest
+
+        code, _, err = cli(["download-weights", "--url", url, "--cache-dir", str(tmp_path / "c2"), "--quiet"], capsys)
+        assert code != 0 and "checksum mismatch" in err
+        assert not (tmp_path / "c2").exists() or list((tmp_path / "c2").iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
