@@ -86,6 +86,18 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     return mono, file_sr
 
 
+def publish_file(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file into place with the usual permissions.
+
+    ``mkstemp`` makes files readable by the owner only; a user's output should get the mode
+    any other new file gets (0666 minus the umask).
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def _short(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[-1] if text else type(err).__name__
@@ -132,7 +144,7 @@ def save_audio(
     try:
         with os.fdopen(fd, "wb") as handle:
             sf.write(handle, audio, sample_rate, subtype=subtype or default_subtype, format=fmt)
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -82,6 +82,11 @@ def export_model(
             save_state_dict(state, tmp / f"{name}.safetensors")
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
+        umask = os.umask(0)
+        os.umask(umask)
+        for item in tmp.iterdir():  # mkdtemp and safetensors leave owner-only modes
+            os.chmod(item, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")

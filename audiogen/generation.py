@@ -204,7 +204,7 @@ def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, samp
     """
     import soundfile as sf
 
-    from audiogen.audio import _format_for
+    from audiogen.audio import _format_for, publish_file
 
     is_path = isinstance(target, (str, Path))
     fmt = _format_for(target)[0] if is_path else "WAV"
@@ -233,7 +233,7 @@ def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, samp
                 for start in range(0, count, block):
                     out.write(np.asarray(raw[start : start + block]) * gain)
             if is_path:
-                os.replace(tmp_out, target)
+                publish_file(tmp_out, target)
             else:
                 with open(tmp_out, "rb") as finished:
                     shutil.copyfileobj(finished, target)

@@ -92,7 +92,7 @@ class VocoderTask(Task):
     LOSSES = {"mel/l1", "adv/gen", "adv/feat", "stft/mr"}
 
     def __init__(self, config: TrainerConfig):
-        from audiogen.discriminators import build_discriminators, discriminator_config_from_dict
+        from audiogen.discriminators import DiscriminatorConfig, build_discriminators
         from audiogen.losses import MultiResolutionSTFTLoss
         from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
 
@@ -110,7 +110,8 @@ class VocoderTask(Task):
         self.networks = {"generator": generator}
         self.use_gan = config.discriminator is not None and self.weights["adv/gen"] > 0
         if self.use_gan:
-            self.networks["disc"] = build_discriminators(discriminator_config_from_dict(config.discriminator))
+            self.networks["disc"] = build_discriminators(
+                from_dict(DiscriminatorConfig, config.discriminator, "discriminator"))
         self.stft_loss = MultiResolutionSTFTLoss()
 
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:

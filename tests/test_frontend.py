@@ -1,22 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import piano_like
 
 from audiogen.frontend import FrontendConfig, FrontendMismatchError, MelFrontend, check_same_frontend
-
-
-def piano_like(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
-    """Decaying harmonic notes plus a little noise: a real-looking test signal."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    out = np.zeros_like(t)
-    for start in np.arange(0, seconds, 0.25):
-        f0 = 110 * 2 ** (rng.integers(0, 36) / 12)
-        env = np.where(t >= start, np.exp(-(t - start) * 3), 0)
-        for k in range(1, 8):
-            out += env * np.sin(2 * np.pi * f0 * k * (t - start)) / k**1.5
-    out += 0.001 * rng.standard_normal(len(t))
-    return (0.5 * out / np.abs(out).max()).astype(np.float32)
 
 
 @pytest.mark.parametrize("n", [22050, 22050 + 77, 300])
