@@ -55,6 +55,9 @@ SOUNDFONT_PATHS = (
 # small cap still leaves enough held-out audio to validate on.
 MIN_EVAL_FRACTION = 0.1
 GM_DRUM_CHANNEL = 9  # zero-based MIDI channel 10
+MAX_MISSES = 20  # a lazily measured split stops filling after this many pieces in a row did not fit
+TAIL_SECONDS = 3.0  # rendered audio kept after the MIDI's last event (release and reverb)
+FADE_SECONDS = 0.05
 
 
 class RenderError(RuntimeError):
@@ -286,9 +289,16 @@ def render_midi(
 
         audio, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
+    # FluidSynth plays to the last event and then renders until every voice has died away, which
+    # for an unreleased note can be tens of seconds far below hearing (-80 dBFS and less): keep a
+    # fixed tail for the release and the reverb, and fade out the last 50 ms so the cut is silent
+    keep = int(round((expected + TAIL_SECONDS) * rate))
+    if len(mono) > keep:
+        mono = mono[:keep].copy()
+        fade = int(FADE_SECONDS * rate)
+        mono[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
     duration = len(mono) / rate
-    # FluidSynth plays to the last event and then lets the sounding notes and reverb ring out
-    if duration < expected - 0.05 or duration > expected + 15.0:
+    if duration < expected - 0.05:
         raise RenderError(f"rendered {duration:.2f} s but the MIDI file lasts {expected:.2f} s")
     peak = float(np.max(np.abs(mono))) if mono.size else 0.0
     if peak < 1e-5:
@@ -313,17 +323,22 @@ class Candidate:
     corpus_path: str | None = None
 
 
-def split_targets(available: dict[str, float], total: float) -> dict[str, float]:
-    """Seconds to take per split: in proportion to what exists, but each of validation and test
-    at least ``MIN_EVAL_FRACTION`` of the total (when available); train gets the rest."""
+def split_targets(available: dict[str, float], total: float, capped: bool = True) -> dict[str, float]:
+    """Seconds to take per split: in proportion to ``available``, but each of validation and test
+    at least ``MIN_EVAL_FRACTION`` of the total (when it has any); train gets the rest.
+
+    ``available`` is seconds per split; with ``capped`` False it only gives the proportions
+    (e.g. piece counts when durations are not known yet) and no target is capped by it.
+    """
     whole = sum(available.values())
     if whole <= 0:
         return {s: 0.0 for s in SPLITS}
+    limit = dict(available) if capped else {s: math.inf if available.get(s, 0) > 0 else 0.0 for s in SPLITS}
     targets = {s: total * available.get(s, 0.0) / whole for s in SPLITS}
     for split in ("validation", "test"):
         if available.get(split, 0.0) > 0:
-            targets[split] = min(max(targets[split], MIN_EVAL_FRACTION * total), available[split])
-    targets["train"] = min(max(total - targets["validation"] - targets["test"], 0.0), available.get("train", 0))
+            targets[split] = min(max(targets[split], MIN_EVAL_FRACTION * total), limit[split])
+    targets["train"] = min(max(total - targets["validation"] - targets["test"], 0.0), limit.get("train", 0.0))
     return targets
 
 
@@ -349,15 +364,16 @@ def select_by_hours(
         targets = {s: math.inf for s in SPLITS}
     else:
         if measure is None:
-            available = {s: sum(c.record.duration for c in by_split[s]) for s in SPLITS}
-        else:  # unknown lengths: assume the splits hold what their piece counts suggest
-            available = {s: float(len(by_split[s])) for s in SPLITS}
-        targets = split_targets(available, hours * 3600.0)
+            targets = split_targets({s: sum(c.record.duration for c in by_split[s]) for s in SPLITS}, hours * 3600)
+        else:  # unknown lengths: split in proportion to the piece counts
+            targets = split_targets({s: float(len(by_split[s])) for s in SPLITS}, hours * 3600, capped=False)
     chosen: list[Candidate] = []
     for split in SPLITS:
-        total = 0.0
+        total, misses = 0.0, 0
         for candidate in by_split[split]:
-            if targets[split] - total < 1.0 and total > 0:
+            # stop when the split is full or, when durations cost a conversion, once the last
+            # pieces tried were all too long for what is left (bounds a nearly full split's cost)
+            if (targets[split] - total < 1.0 and total > 0) or (measure is not None and misses >= MAX_MISSES):
                 break
             if measure is not None and candidate.record.duration <= 0:
                 candidate = measure(candidate)
@@ -366,6 +382,9 @@ def select_by_hours(
             if total == 0 or total + candidate.record.duration <= targets[split]:
                 chosen.append(candidate)
                 total += candidate.record.duration
+                misses = 0
+            else:
+                misses += 1
     return sorted(chosen, key=lambda c: c.record.midi_filename)
 
 
