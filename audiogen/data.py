@@ -40,7 +40,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -632,7 +632,6 @@ def prepare_cache(
     shard: tuple[int, int] | None = None,
     progress: bool = True,
     index_every_s: float = 120.0,
-    log: Callable[[str], None] = print,
 ) -> PrepareReport:
     """Prepare ``pieces`` into ``cache_dir`` (resumable, shardable) and rewrite the index.
 
@@ -663,6 +662,7 @@ def prepare_cache(
         else:
             todo.append(piece)
     todo.sort(key=_size_key)  # longest first: the pool's last task is a short one
+    report.workers = min(report.workers, max(1, len(todo)))  # the processes actually used
     write_index(cache_dir)
     bar = tqdm(total=len(todo), unit="piece", disable=not progress, desc="prepare", smoothing=0.05)
     last_index = time.monotonic()
@@ -684,7 +684,7 @@ def prepare_cache(
             write_index(cache_dir)
             last_index = time.monotonic()
 
-    if report.workers == 1 or len(todo) <= 1:
+    if report.workers == 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
