@@ -211,13 +211,19 @@ class EMA:
         self.decay = decay
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
 
+    def decay_at(self, step: int) -> float:
+        """The decay used after ``step`` updates: warmed up as (1 + step) / (10 + step), so the
+        average does not hold on to the random initial weights for thousands of steps."""
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: nn.Module, step: int) -> None:
+        decay = self.decay_at(step)
         ema_state = self.module.state_dict()
         for name, value in module.state_dict().items():
             target = ema_state[name]
             if value.dtype.is_floating_point:
-                target.lerp_(value.detach().to(target.dtype), 1.0 - self.decay)
+                target.lerp_(value.detach().to(target.dtype), 1.0 - decay)
             else:
                 target.copy_(value)
 
@@ -535,7 +541,7 @@ def train(
             continue
         state.bad_steps_in_row = 0
         if ema is not None:
-            ema.update(raw[task.ema_network])
+            ema.update(raw[task.ema_network], state.step)
         state.step += 1
         for k, v in {**losses, **{f"grad_norm/{n}": g for n, g in ctx.grad_norms.items()}}.items():
             window.setdefault(k, []).append(v)
