@@ -109,9 +109,8 @@ def test_fast_istft_equals_torch_istft():
         window = torch.hann_window(n_fft)
         spec = torch.randn(2, frames, n_fft // 2 + 1, dtype=torch.complex64)
         ours = _centred_istft(spec, n_fft, hop, window)
-        ref = torch.istft(
-            spec.transpose(1, 2), n_fft, hop, n_fft, window, center=True, length=frames * hop
-        ).unsqueeze(1)
+        ref = torch.istft(spec.transpose(1, 2), n_fft, hop, n_fft, window, center=True, length=frames * hop)
+        ref = ref.unsqueeze(1)
         assert ours.shape == (2, 1, frames * hop)
         assert torch.allclose(ours, ref, atol=1e-6)
 
