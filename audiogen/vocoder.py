@@ -5,10 +5,10 @@ Three generator families, each selected by ``kind`` in the ``model`` section of 
 - ``hifigan``: HiFi-GAN (Kong et al. 2020): transposed-convolution upsampling from the mel frame
   rate to the sample rate, each stage followed by multi-receptive-field residual blocks.
 - ``istft``: iSTFTNet (Kaneko et al. 2022): the same network stopped a few upsampling stages
-  early; its last layer predicts the magnitude and phase of a small STFT, inverted by
-  ``torch.istft``.
+  early; its last layer predicts the magnitude and phase of a small STFT, which an inverse
+  STFT turns into audio.
 - ``vocos``: Vocos-style (Siuzdenak 2023): ConvNeXt blocks that stay at the mel frame rate and a
-  linear head to the log-magnitude and phase of the frontend's own STFT, then ``torch.istft``.
+  linear head to the log-magnitude and phase of the frontend's own STFT, then an inverse STFT.
   With few, narrow blocks this is the fast default: nothing runs at the sample rate but one
   inverse FFT.
 
@@ -320,7 +320,8 @@ class ISTFTGenerator(Vocoder):
         self.register_buffer("window", torch.hann_window(istft_n_fft), persistent=False)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.conv_post(self.body(mel)).transpose(1, 2)  # (B, L, 2 * n_bins), L = F * prod(rates)
+        # float32 for the spectral part even under autocast (no half-precision FFTs or polar)
+        x = self.conv_post(self.body(mel)).float().transpose(1, 2)  # (B, L, 2 * n_bins), L = F * prod(rates)
         log_mag, phase = x[..., : self.n_bins], x[..., self.n_bins :]
         # iSTFTNet bounds the phase with π·sin; the magnitude is exp of the first half, capped
         # so an untrained network cannot overflow
@@ -401,8 +402,8 @@ class VocosGenerator(Vocoder):
 
     (B, n_mels, F) → (B, 1, F * hop_length). The head predicts, per frame, ``n_fft // 2 + 1``
     log-magnitudes and as many phases (used through cos/sin, so any real value is a valid
-    phase); ``torch.istft`` with the frontend's hop and a Hann window of ``n_fft`` turns them
-    into audio.
+    phase); a centred inverse STFT with the frontend's hop and a Hann window of ``n_fft`` turns
+    them into audio (frame ``k`` centred on sample ``k * hop``, as in the frontend).
     """
 
     def __init__(
@@ -435,7 +436,8 @@ class VocosGenerator(Vocoder):
         x = self.norm(self.embed(mel).transpose(1, 2))  # (B, F, dim)
         for block in self.blocks:
             x = block(x)
-        x = self.head(self.final_norm(x))  # (B, F, 2 * n_bins)
+        # the spectral part runs in float32 even under autocast (no half-precision FFTs or polar)
+        x = self.head(self.final_norm(x)).float()  # (B, F, 2 * n_bins)
         log_mag, phase = x[..., : self.n_bins], x[..., self.n_bins :]
         # cap the magnitude (e^10 ≈ 2e4, far above any real frame) so early training cannot overflow
         spec = torch.polar(torch.exp(log_mag.clamp(max=10.0)), phase)

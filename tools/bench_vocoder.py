@@ -63,19 +63,22 @@ def measure_vocoder_speed(
     """Time ``fn(mel)`` under ``torch.inference_mode``: warm-up calls, then ``runs`` timed calls.
 
     Returns:
-        seconds per call (median/min/max) and × real time (``audio_seconds`` / seconds; its
-        "min" is the slowest call).
+        wall seconds per call (median/min/max), × real time (``audio_seconds`` / seconds; its
+        "min" is the slowest call), and the median process CPU seconds per call (with one
+        thread, the compute a call needs whatever else the machine runs).
     """
-    times = []
+    times, cpu_times = [], []
     with torch.inference_mode():
         for _ in range(warmup):
             fn(mel)
         for _ in range(runs):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn(mel)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     median = statistics.median(times)
     return {
+        "cpu_seconds_median": statistics.median(cpu_times),
         "seconds_median": median,
         "seconds_min": min(times),
         "seconds_max": max(times),
@@ -217,14 +220,16 @@ def _in_subprocess(args: list[str]) -> dict:
 
 def speed_table(rows: list[dict]) -> str:
     lines = [
-        "| model | params | × real time, median (min–max) | s per call | peak RSS MB (inference MB) | load |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | params | × real time, median (min–max) | s per call | CPU s per call | peak RSS MB (inference MB)"
+        " | load |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         speed = f"{r['xrt_median']:.1f} ({r['xrt_min']:.1f}–{r['xrt_max']:.1f})"
         memory = f"{r['peak_rss_mb']:.0f} ({r['inference_mb']:.0f})"
         lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.2f} M | {speed} | {r['seconds_median']:.3f} | {memory}"
+            f"| {r['model']} | {r['params'] / 1e6:.2f} M | {speed} | {r['seconds_median']:.3f}"
+            f" | {r['cpu_seconds_median']:.3f} | {memory}"
             f" | {r['load_avg_1min']:.1f} |"
         )
     return "\n".join(lines)
