@@ -429,9 +429,9 @@ def midi_dir_candidates(midi_dir: str | Path, metadata: str | Path | None = None
 
 
 # Piano pieces in music21's corpus (the rest of the demo set is Bach's four-part chorales).
+# chopin/mazurka06-2.krn is left out: music21 10.5 cannot expand its repeats when writing MIDI.
 MUSIC21_PIANO_PIECES = {
     "joplin/maple_leaf_rag.mxl": ("Scott Joplin", "Maple Leaf Rag"),
-    "chopin/mazurka06-2.krn": ("Frédéric Chopin", "Mazurka Op. 6 No. 2"),
     "mozart/k545/movement1_exposition.mxl": ("Wolfgang Amadeus Mozart", "Sonata K. 545, I (exposition)"),
     "schumann_clara/polonaise_op1n1.mxl": ("Clara Schumann", "Polonaise Op. 1 No. 1"),
     "schumann_clara/polonaise_op1n2.mxl": ("Clara Schumann", "Polonaise Op. 1 No. 2"),
