@@ -10,6 +10,6 @@ def tiny_cache(tmp_path_factory):
 
     root = make_piano_maestro(tmp_path_factory.mktemp("maestro"), {"train": 4, "validation": 1, "test": 1})
     cache = tmp_path_factory.mktemp("cache")
-    report = prepare_cache(list_maestro(root), cache, FrontendConfig(), workers=1, progress=False, log=lambda _: None)
+    report = prepare_cache(list_maestro(root), cache, FrontendConfig(), workers=1, progress=False)
     assert report.prepared == 6
     return cache
