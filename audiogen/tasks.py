@@ -323,7 +323,7 @@ class PriorTask(Task):
 
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
         z = self._latents(batch["mel"])  # (B, D, L)
-        nll = ctx.networks["prior"].loss(z)
+        nll = ctx.networks["prior"](z)  # forward is the loss, so DDP syncs its gradients
         ctx.backward(nll)
         ctx.optimizer_step("prior")
         return {"prior/nll": nll.item()}

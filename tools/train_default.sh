@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Rebuild the bundled default models from scratch on this kind of machine (2 CPU cores), the way
+# the shipped ones were made: render the demo set, prepare the cache, train the vocoder and the
+# spectrogram VAE/GAN side by side (one core each), then the latent prior on the VAE, and copy
+# the best exports into audiogen/pretrained/. Steps are caps; the shipped models stopped at the
+# wall time given in their model cards (audiogen/pretrained/*/MODEL_CARD.md).
+#
+#   bash tools/train_default.sh [MIDI_DIR] [METADATA_CSV]
+#
+# Without arguments it renders ../shared/data/maestro-midi (499 MAESTRO performances as MIDI) if
+# present, else music21's corpus. Each stage resumes if rerun (--resume).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+MIDI_DIR=${1:-../shared/data/maestro-midi}
+METADATA=${2:-$MIDI_DIR/maestro-midi.csv}
+VOCODER_STEPS=${VOCODER_STEPS:-8000}
+VAE_STEPS=${VAE_STEPS:-2500}
+PRIOR_STEPS=${PRIOR_STEPS:-3000}
+export OMP_NUM_THREADS=1  # two trainers share two cores
+
+if [ -d "$MIDI_DIR" ]; then
+  $PY tools/make_demo_dataset.py --midi-dir "$MIDI_DIR" --metadata "$METADATA" --hours 8 --workers 1 --out data/demo
+else
+  $PY tools/make_demo_dataset.py --out data/demo
+fi
+.venv/bin/audiogen-prepare --maestro data/demo --out data/cache --workers 2
+
+$PY train_vocoder.py --config configs/vocoder/piano_cpu.yaml --data data/cache --out runs/vocoder \
+  --max-steps "$VOCODER_STEPS" --resume > runs-vocoder.log 2>&1 &
+vocoder=$!
+$PY train_spec.py --config configs/spec/piano_cpu.yaml --data data/cache --out runs/vae \
+  --max-steps "$VAE_STEPS" --resume
+$PY train_spec.py --config configs/spec/piano_cpu_prior.yaml --data data/cache --out runs/prior \
+  --max-steps "$PRIOR_STEPS" --set vae_dir=runs/vae/best --resume
+wait "$vocoder"
+
+rm -rf audiogen/pretrained/spec audiogen/pretrained/vocoder
+mkdir -p audiogen/pretrained
+cp -r runs/prior/best audiogen/pretrained/spec
+cp -r runs/vocoder/best audiogen/pretrained/vocoder
+echo "bundled models updated; write their figures into audiogen/pretrained/*/MODEL_CARD.md"
