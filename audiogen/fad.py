@@ -24,7 +24,8 @@ intercept (N → ∞) is reported; the background set is used whole, as in fadtk
 Bootstrap interval: files are resampled with replacement on each side (embeddings of one file
 are correlated, so the file is the unit; a side with a single file falls back to its
 embeddings) and the percentile interval of the FAD values is reported. It describes FAD at
-these set sizes, bias included.
+these set sizes, bias included; a resample repeats some files, so it has fewer distinct ones
+and its FAD runs a little high: the interval sits slightly above the point estimate.
 
 Embeddings of file sets (:func:`embed_files`) are cached per file under a key made of the
 file's content SHA-256 and the embedder's identity (model, weights SHA-256, framing, sample
@@ -334,7 +335,7 @@ class MelEmbedder:
             for start in range(0, segments.shape[0], self.batch_size):
                 chunk = torch.from_numpy(np.array(segments[start : start + self.batch_size], dtype=np.float32))
                 log_mel = self.frontend(chunk.to(self.device))  # (b, n_mels, F)
-                mean, std = log_mel.mean(dim=-1), log_mel.std(dim=-1, unbiased=False)
+                mean, std = log_mel.mean(dim=-1), log_mel.std(dim=-1, correction=0)
                 out[start : start + chunk.shape[0]] = torch.cat([mean, std], dim=-1).cpu().numpy()
         return out
 
@@ -540,6 +541,9 @@ def embed_files(
 
     Raises:
         AudioError: a file is missing, undecodable, or shorter than one patch (named).
+
+    With ``workers > 1`` the decoders are *spawned* processes, so a script calling this must
+    keep its top-level code under ``if __name__ == "__main__":``.
     """
     from tqdm import tqdm
 
@@ -595,7 +599,7 @@ def embed_arrays(
     from audiogen.audio import resample
 
     embeddings = []
-    for clip in tqdm(clips, desc=source or "embedding", unit="clip", disable=not progress):
+    for clip in tqdm(clips, desc=source or "embedding", unit="clip", disable=None if progress else True):
         audio = resample(np.asarray(clip, dtype=np.float32), sample_rate, embedder.sample_rate)
         emb = embedder.embed(audio)
         if emb.shape[0] == 0:

@@ -104,10 +104,11 @@ def split_reference(
 
 def griffin_lim_clips(frontend, clips: list[np.ndarray], n_iter: int, batch: int = 8) -> list[np.ndarray]:
     import torch
+    from tqdm import tqdm
 
     out = []
     with torch.inference_mode():
-        for start in range(0, len(clips), batch):
+        for start in tqdm(range(0, len(clips), batch), desc="griffin-lim", unit="batch", disable=None):
             audio = torch.from_numpy(np.stack(clips[start : start + batch]))
             rebuilt = frontend.griffin_lim(frontend(audio), n_iter=n_iter, seed=start)
             out += [a.numpy().astype(np.float32) for a in rebuilt]
@@ -127,13 +128,13 @@ def load_models(model: str | None, vocoder: str | None, device: str):
     try:
         from audiogen.generation import load_generator
     except ImportError as err:
-        return None, f"audiogen.generation cannot be imported ({err});"
+        return None, f"audiogen.generation cannot be imported ({err})"
     try:
         return load_generator(model_dir=model, vocoder_dir=vocoder, device=device), None
     except Exception as err:  # the reason goes into the report
         if model is not None or vocoder is not None:
             raise
-        return None, f"bundled models not loaded ({type(err).__name__}: {err});"
+        return None, f"bundled models not loaded ({type(err).__name__}: {err})"
 
 
 def save_examples(folder: Path, rows: list[Row], sample_rate: int, keep: int) -> None:
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     import torch
+    from tqdm import tqdm
 
     from audiogen.audio import RESAMPLER
     from audiogen.fad import embed_arrays, make_embedder, score_sets
@@ -282,17 +284,18 @@ def run(args: argparse.Namespace) -> dict:
         started = time.time()
         count = len(real)
         by_name["model"].clips = [
-            np.asarray(generator.generate(args.seconds, seed=args.seed + i), dtype=np.float32) for i in range(count)
+            np.asarray(generator.generate(args.seconds, seed=args.seed + i), dtype=np.float32)
+            for i in tqdm(range(count), desc="generating", unit="clip", disable=None)
         ]
         by_name["model"].seconds_to_make = time.time() - started
 
     print(f"embedding background ({len(background)} clips)", flush=True)
-    background_set = embed_arrays(background, sample_rate, embedder, source="background")
+    background_set = embed_arrays(background, sample_rate, embedder, source="background", progress=True)
     for row in rows:
         if row.skipped:
             print(f"{row.name}: skipped ({row.skipped})", flush=True)
             continue
-        evaluation = embed_arrays(row.clips, sample_rate, embedder, source=row.name)
+        evaluation = embed_arrays(row.clips, sample_rate, embedder, source=row.name, progress=True)
         row.result = score_sets(background_set, evaluation, n_bootstrap=args.bootstrap, seed=args.seed)
         print(f"{row.name}: FAD {row.result['fad']:.4g} (FAD∞ {_fmt(row.result['fad_inf'])})", flush=True)
 
