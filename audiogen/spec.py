@@ -17,11 +17,19 @@ maximum likelihood, so it has a validation loss that falls steadily and means so
 under an hour (no discriminator balance, no mode collapse), and seamless long-form sampling
 is native to it: each latent frame is conditioned on everything within the receptive field
 before it, so 30 s and 10 minutes are the same loop with a bounded cache. A chunk GAN
-conditioned on the previous chunk needs its own seam handling and twice the networks. In the
-experiments behind the bundled configs (FluidSynth renderings of music21 scores, CPU), the
-prior's validation NLL fell well below that of independent Gaussian frames within minutes
-and its samples decoded to note-like onsets and sustained partials; see the report in the
-commit that introduced this module for the figures.
+conditioned on the previous chunk needs its own seam handling and twice the networks.
+
+Small experiments behind the bundled configs (FluidSynth renderings of 13 music21 scores,
+38 min, 3 pieces held out; one busy CPU core): the VAE of ``configs/spec/default.yaml`` reached
+a held-out log-mel L1 of 0.58 (through float16 latents, 32x smaller than 16-bit PCM) after 850
+steps (5 min). A prior of ``configs/spec/prior.yaml``'s size, trained 6 minutes on its
+posterior samples, reached a held-out NLL of 0.83 nats per latent element against 1.26 for a
+per-channel Gaussian fitted to the training latents (1.34 for N(0, I)), and its samples have
+the data's scale and frame-to-frame change and keep pitch and register over many seconds
+where decoded independent latents are unstructured texture (though, at that training length,
+with few new onsets: sustained chords rather than phrases). Without ``input_noise`` and with
+a quarter of that training, a sample drifted into silence after a second (exposure bias),
+which is why the configs train on noisy inputs.
 
 The prior is a causal stack of dilated convolutions (WaveNet's receptive-field growth with
 pre-norm residual blocks) that outputs a mixture of diagonal Gaussians for the next frame.
