@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiogen.config import ConfigError, read_yaml
+from audiogen.config import ConfigError, from_dict, read_yaml
+from audiogen.discriminators import DiscriminatorConfig
 from audiogen.frontend import FrontendConfig, MelFrontend
 from audiogen.vocoder import (
     HiFiGANConfig,
@@ -72,6 +73,9 @@ def test_hifigan_parameter_counts_match_paper(name, paper_millions):
 
 @pytest.mark.parametrize("name", ["hifigan_v1", "hifigan_v2", "hifigan_v3", "istft", "default", "tiny"])
 def test_shipped_configs_build_and_keep_the_contract(name):
+    data = read_yaml(CONFIGS / f"{name}.yaml")
+    assert set(data) == {"frontend", "model", "discriminator", "loss_weights", "optim", "train"}
+    from_dict(DiscriminatorConfig, data["discriminator"], "discriminator")
     model = build_vocoder(load_model_config(name), FRONTEND).eval()
     assert model.n_mels == FRONTEND.n_mels and model.hop_length == FRONTEND.hop_length
     with torch.inference_mode():
