@@ -397,9 +397,17 @@ def _train(config: TrainerConfig, args: Any) -> int:
 
     cache = open_cache(args.data)
     check_same_frontend(config.frontend, cache.frontend, f"cache {args.data}")
-    mixed = config.train.mixed_precision if torch.cuda.is_available() and not args.cpu else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=args.cpu)
+    # Without a GPU, say so to accelerate: under a torchrun-style launcher (`accelerate launch
+    # --multi_gpu`, configs/accelerate/cpu_2proc.yaml) it otherwise starts each process as a
+    # separate single-process run, all writing the same run folder; with cpu=True they form one
+    # gloo process group.
+    cpu = args.cpu or not torch.cuda.is_available()
+    mixed = config.train.mixed_precision if not cpu else "no"
+    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
     task_cls = {"vocoder": VocoderTask, "vae": SpecVAETask, "prior": PriorTask}[config.task]
+    # The initial weights come from train.seed: torch seeds its generator at random in each new
+    # process, so without this two runs of one config (or a run and its reference) differ.
+    torch.manual_seed(config.train.seed)
     task = task_cls(config)
     frames = config.train.segment_frames
     if config.task != "vocoder":

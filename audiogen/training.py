@@ -375,6 +375,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if (path / "state.json").exists() else None
 
 
+def _mean_over_processes(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
+    """The mean of each logged value over the processes (a collective: every rank calls it).
+
+    A rank's losses describe only its slice of the global batch; with equal slices and losses
+    that average over samples, their mean is the loss of the whole batch, which is what a
+    one-process run with the same global batch logs.
+    """
+    keys = sorted(values)  # the same order on every rank
+    local = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    return dict(zip(keys, accelerator.reduce(local, reduction="mean").tolist(), strict=True))
+
+
 def _log(run_dir: Path, record: dict[str, Any]) -> None:
     with open(run_dir / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -546,11 +558,14 @@ def train(
         for k, v in {**losses, **{f"grad_norm/{n}": g for n, g in ctx.grad_norms.items()}}.items():
             window.setdefault(k, []).append(v)
         bar.update(1)
-        if main and state.step % cfg.log_every == 0:
+        if state.step % cfg.log_every == 0:
             means = {k: float(np.mean(v)) for k, v in window.items()}
-            lrs = {f"lr/{n}": s.get_last_lr()[0] for n, s in schedulers.items()}
-            _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs})
-            bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if "/" in k and "grad" not in k})
+            if accelerator.num_processes > 1:
+                means = _mean_over_processes(accelerator, means)
+            if main:
+                lrs = {f"lr/{n}": s.get_last_lr()[0] for n, s in schedulers.items()}
+                _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if "/" in k and "grad" not in k})
             window = {}
         if state.step % cfg.val_every == 0 or state.step == cfg.max_steps:
             validate_and_maybe_export()
