@@ -171,12 +171,14 @@ class Generator:
 def _take(chunks: Iterator[torch.Tensor], frames: int) -> Iterator[torch.Tensor]:
     """The first ``frames`` latent frames of a stream of (1, D, l) chunks."""
     left = frames
+    if left <= 0:
+        return
     for z in chunks:
-        if left <= 0:
-            return
         z = z[..., :left]
         left -= z.shape[-1]
         yield z
+        if left <= 0:  # stop before pulling another chunk: the prior would sample it for nothing
+            return
 
 
 def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path | None = None,
