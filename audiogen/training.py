@@ -375,6 +375,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if (path / "state.json").exists() else None
 
 
+def _load_training_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's optimiser, scheduler and RNG state. ``weights_only`` unpickles tensors and
+    plain containers only, so a tampered file cannot run code; its refusal (torch's message is
+    many lines long) becomes one line naming the file."""
+    from audiogen.checkpoint import CheckpointError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refusals, a damaged zip, a missing file
+        lines = str(err).strip().splitlines()
+        raise CheckpointError(f"{path}: not a loadable training state ({lines[0] if lines else type(err).__name__})"
+                              ) from err
+
+
 def _mean_over_processes(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
     """The mean of each logged value over the processes (a collective: every rank calls it).
 
@@ -441,7 +455,7 @@ def train(
             net.load_state_dict(load_state_dict(checkpoint / f"{name}.safetensors"))
         if ema is not None:
             ema.module.load_state_dict(load_state_dict(checkpoint / "ema.safetensors"))
-        extra = torch.load(checkpoint / "optim.pt", map_location="cpu", weights_only=True)
+        extra = _load_training_state(checkpoint / "optim.pt")
         for name, opt in optimizers.items():
             opt.load_state_dict(extra["optimizers"][name])
             schedulers[name].load_state_dict(extra["schedulers"][name])
