@@ -100,6 +100,7 @@ class Settings:
     vocoder_scaling: tuple[str, ...] = ("default", "hifigan_v3", "istft", "griffin_lim")
     vocoder_lengths: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0)
     spec_lengths: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+    prior_seconds: float = 30.0  # the prior alone (its share of the mel-only time)
     long_runs: int = 3  # repeats for lengths of 2 minutes and more
     generate_lengths: tuple[float, ...] = (30.0, 600.0)
     generate_runs: int = 3
@@ -538,8 +539,8 @@ def bench_spec(s: Settings, spec_dir: Path | None, vocoder_dir: Path | None) -> 
     out: dict[str, Any] = {"spec.load_avg": load_avg()}
     with torch_threads(s.threads):
         generator = load_generator(spec_dir, vocoder_dir)
-        times = time_calls(lambda: sample_prior(generator, 30.0), s.runs, s.warmup)
-        out |= summarize("spec.prior_30s.xrt", rates(30.0, times))
+        times = time_calls(lambda: sample_prior(generator, s.prior_seconds), s.runs, s.warmup)
+        out |= summarize(f"spec.prior_{s.prior_seconds:g}s.xrt", rates(s.prior_seconds, times))
         for seconds in s.spec_lengths:
             runs = s.runs if seconds < 120 else s.long_runs
             times = time_calls(lambda seconds=seconds: sample_mel(generator, seconds), runs, s.warmup)
@@ -991,7 +992,12 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [
             "#### Spectrogram generator and in-process pipeline",
             "",
-            f"Prior alone, 30 s: {_spread(r, 'spec.prior_30s.xrt')} × real time.",
+            "Prior alone (latents only): "
+            + ", ".join(
+                f"{L:g} s {_spread(r, f'spec.prior_{L:g}s.xrt')}"
+                for L in _lengths(r, "spec.prior_", ".xrt.median")
+            )
+            + " × real time.",
             "",
             "| clip | mel only (prior + VAE decoder), × real time | whole pipeline (+ vocoder), × real time "
             "| whole pipeline, s |",
