@@ -389,6 +389,22 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
         return 2
 
 
+def _check_run_frontend(frontend: FrontendConfig, run_dir: Path) -> None:
+    """Refuse to resume a run whose checkpoints were made for another frontend: its weights
+    would load (the shapes may well match) and go on training on other features. The run's
+    ``config.yaml`` records the frontend its checkpoints were made with."""
+    import yaml
+
+    from audiogen.training import latest_checkpoint
+
+    saved = run_dir / "config.yaml"
+    if latest_checkpoint(run_dir) is None or not saved.is_file():
+        return
+    section = (yaml.safe_load(saved.read_text()) or {}).get("frontend") or {}
+    check_same_frontend(frontend, from_dict(FrontendConfig, section, f"{saved}: frontend"),
+                        f"run {run_dir} (its checkpoints)")
+
+
 def _train(config: TrainerConfig, args: Any) -> int:
     from accelerate import Accelerator
 
@@ -397,6 +413,8 @@ def _train(config: TrainerConfig, args: Any) -> int:
 
     cache = open_cache(args.data)
     check_same_frontend(config.frontend, cache.frontend, f"cache {args.data}")
+    if args.resume:
+        _check_run_frontend(config.frontend, Path(args.out))
     # Without a GPU, say so to accelerate: under a torchrun-style launcher (`accelerate launch
     # --multi_gpu`, configs/accelerate/cpu_2proc.yaml) it otherwise starts each process as a
     # separate single-process run, all writing the same run folder; with cpu=True they form one

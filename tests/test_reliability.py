@@ -459,3 +459,22 @@ def test_trainer_refuses_a_cache_made_for_another_frontend(tiny_cache, tmp_path,
     assert code == 2
     one_line_error(capsys.readouterr().err, "another audio frontend", "fmax")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resuming_a_run_made_for_another_frontend_is_refused(tiny_cache, tmp_path, capsys):
+    from audiogen.config import to_dict
+    from audiogen.tasks import load_trainer_config, run_trainer
+
+    # a run whose config.yaml and checkpoint say it was trained on other features (fmax 7 kHz)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "step-0000002").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-0000002" / "state.json").write_text(json.dumps({"step": 2}))
+    (run_dir / "checkpoints" / "latest").write_text("step-0000002\n")
+    config = load_trainer_config(ROOT / "configs/vocoder/tiny.yaml", ["frontend.fmax=7000"])
+    saved = yaml.safe_dump(to_dict(config), sort_keys=False)
+    (run_dir / "config.yaml").write_text(saved)
+    code = run_trainer("vocoder", ["--config", str(ROOT / "configs/vocoder/tiny.yaml"), "--data", str(tiny_cache),
+                                   "--out", str(run_dir), "--resume", "--cpu"])
+    assert code == 2
+    one_line_error(capsys.readouterr().err, f"run {run_dir}", "fmax 7000.0 (expected None)")
+    assert (run_dir / "config.yaml").read_text() == saved  # the run's record is left as it was
