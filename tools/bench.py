@@ -62,6 +62,7 @@ if str(TOOLS) not in sys.path:  # bench_vocoder.py sits beside this file
     sys.path.insert(0, str(TOOLS))
 
 SECTIONS = ("frontend", "vocoder", "spec", "generate", "train", "fad")
+SLOW_VOCODERS = ("hifigan_v1", "istft")
 VOCODERS = ("default", "piano_cpu", "hifigan_v1", "hifigan_v2", "hifigan_v3", "istft", "griffin_lim")
 # (key name, config file): the tiny and the CPU configs of both trainers (the prior is stage 2 of
 # train_spec.py); the prior configs get a random VAE of their stage-1 config.
@@ -97,8 +98,10 @@ class Settings:
     prepare_runs: int = 3
     vocoders: tuple[str, ...] = VOCODERS
     vocoder_seconds: float = 30.0
-    vocoder_scaling: tuple[str, ...] = ("default", "hifigan_v3", "istft", "griffin_lim")
-    vocoder_lengths: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0)
+    slow_vocoder_runs: int = 3  # HiFi-GAN V1 and iSTFTNet vocode at about real time: fewer repeats
+    vocoder_scaling: tuple[str, ...] = ("default", "hifigan_v3", "griffin_lim")
+    vocoder_lengths: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
+    scaling_runs: int = 3
     spec_lengths: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
     prior_seconds: float = 30.0  # the prior alone (its share of the mel-only time)
     long_runs: int = 3  # repeats for lengths of 2 minutes and more
@@ -128,8 +131,10 @@ def settings_for(quick: bool, threads: int = 2) -> Settings:
         prepare_runs=1,
         vocoders=tuple(v for v in VOCODERS if v != "hifigan_v1"),
         vocoder_seconds=2.0,
+        slow_vocoder_runs=3,
         vocoder_scaling=("default", "griffin_lim"),
         vocoder_lengths=(2.0, 5.0, 10.0),
+        scaling_runs=2,
         spec_lengths=(10.0, 30.0),
         long_runs=1,
         generate_lengths=(30.0,),
@@ -369,7 +374,7 @@ def bench_vocoders(s: Settings) -> dict[str, Any]:
                 "--seconds",
                 str(s.vocoder_seconds),
                 "--runs",
-                str(s.runs),
+                str(s.slow_vocoder_runs if name in SLOW_VOCODERS else s.runs),
                 "--threads",
                 str(s.threads),
             ]
@@ -405,10 +410,10 @@ def bench_vocoder_scaling(s: Settings) -> dict[str, Any]:
         for name in s.vocoder_scaling:
             fn, _, frontend = _load(name)
             call = fn if name == "griffin_lim" else (lambda m, model=fn: vocode(model, m))
-            for seconds in s.vocoder_lengths:
+            for i, seconds in enumerate(s.vocoder_lengths):
                 mel = frontend(torch.from_numpy(synthetic_piano(seconds, frontend.config.sample_rate)))
-                runs = s.runs if seconds < 120 else s.long_runs
-                times = time_calls(lambda mel=mel, call=call: call(mel), runs, s.warmup)
+                warmup = s.warmup if i == 0 else 0  # the first length warmed this model up
+                times = time_calls(lambda mel=mel, call=call: call(mel), s.scaling_runs, warmup)
                 out |= summarize(f"scaling.vocoder.{name}.{seconds:g}s", times)
     return out
 
@@ -816,7 +821,8 @@ def bench_fad(s: Settings) -> dict[str, Any]:
     bg, ev = sets[0].stacked(), sets[1].stacked()
     times = time_calls(lambda: fad_from_embeddings(bg, ev), s.runs, s.warmup)
     out |= summarize("fad.score_1000.fad_s", times)
-    times = time_calls(lambda: score_sets(*sets), max(1, s.runs // 2), s.warmup)
+    # numpy only (nothing lazy to warm up), and seconds per call: the quick run skips the warm-up
+    times = time_calls(lambda: score_sets(*sets), max(1, s.runs // 2), 0 if s.quick else s.warmup)
     out |= summarize("fad.score_1000.report_s", times)
     out["fad.score_1000.clips"] = s.fad_clips
     out["fad.score_1000.embeddings_per_clip"] = s.fad_embeddings_per_clip
@@ -894,6 +900,10 @@ def run_benchmarks(s: Settings, work: Path, sections: tuple[str, ...] = SECTIONS
         results |= bench_fad(s)
     results |= machine_info(s, models)
     results["meta.load_avg_1min.end"] = load_avg()
+    loads = [v for k, v in results.items() if "load_avg" in k and isinstance(v, float) and math.isfinite(v)]
+    results["meta.load_avg_1min.max"] = max(loads)
+    # a load above the core count means other work competed for the cores: figures are noisy
+    results["meta.noisy"] = int(max(loads) > (os.cpu_count() or 1))
     results["meta.wall_s"] = time.perf_counter() - started
     note("done")
     return results
@@ -935,10 +945,17 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"{r.get('meta.torch', '?')}; models: {r.get('models', '?')}; "
         f"{'quick' if r.get('meta.quick') else 'full'} run; load average "
         f"{r.get('meta.load_avg_1min.start', float('nan')):.1f} at the start, "
-        f"{r.get('meta.load_avg_1min.end', float('nan')):.1f} at the end. "
+        f"{r.get('meta.load_avg_1min.end', float('nan')):.1f} at the end "
+        f"(highest {r.get('meta.load_avg_1min.max', float('nan')):.1f}). "
         "Figures: median (min–max) of the timed runs after a warm-up.",
         "",
     ]
+    if r.get("meta.noisy"):
+        lines += [
+            "**Noisy figures:** the load average rose above the core count during the run: other "
+            "processes competed for the cores, and multi-threaded figures suffer most.",
+            "",
+        ]
     if "frontend.mel.xrt_per_core.median" in r:
         lines += [
             "#### Frontend and preparation",
