@@ -72,10 +72,21 @@ def check_spread(r: dict, prefix: str) -> None:
 
 
 def test_sections_write_documented_keys(results):
-    for prefix in ["frontend.mel.xrt_per_core", "prepare.workers_1.wall_s", "prepare.workers_1.hours_per_core_hour",
-                   "scaling.vocoder.default.0.5s", "scaling.vocoder.griffin_lim.0.25s", "spec.prior_0.5s.xrt",
-                   "spec.mel_1s.xrt", "spec.pipeline_0.5s.seconds", "fad.embed_mel.xrt", "fad.embed_vggish.xrt",
-                   "fad.embed_vggish.patches_per_s", "fad.score_1000.fad_s", "fad.score_1000.report_s"]:
+    for prefix in [
+        "frontend.mel.xrt_per_core",
+        "prepare.workers_1.wall_s",
+        "prepare.workers_1.hours_per_core_hour",
+        "scaling.vocoder.default.0.5s",
+        "scaling.vocoder.griffin_lim.0.25s",
+        "spec.prior_0.5s.xrt",
+        "spec.mel_1s.xrt",
+        "spec.pipeline_0.5s.seconds",
+        "fad.embed_mel.xrt",
+        "fad.embed_vggish.xrt",
+        "fad.embed_vggish.patches_per_s",
+        "fad.score_1000.fad_s",
+        "fad.score_1000.report_s",
+    ]:
         check_spread(results, prefix)
     for name in ("vocoder_tiny", "vae_tiny", "prior_tiny"):
         for figure in ("steps_per_s", "samples_per_s", "audio_s_per_s", "step_s"):
@@ -84,7 +95,8 @@ def test_sections_write_documented_keys(results):
         # samples per second is steps per second times the batch
         batch = results[f"train.{name}.cpu.batch_size"]
         assert results[f"train.{name}.cpu.samples_per_s.median"] == pytest.approx(
-            batch * results[f"train.{name}.cpu.steps_per_s.median"])
+            batch * results[f"train.{name}.cpu.steps_per_s.median"]
+        )
     assert results["models"] == "random"
 
 
@@ -124,9 +136,17 @@ def test_markdown_tables_are_well_formed(bench, results):
 
 
 def test_markdown_shows_vocoder_and_generate_rows(bench):
-    r = {"vocoder.audio_seconds": 30.0, "vocoder.default.params": 2.8e6, "vocoder.default.cpu_seconds_per_call": 0.2,
-         "vocoder.default.peak_rss_mb": 300.0, "vocoder.default.inference_mb": 30.0, "vocoder.default.load_avg": 0.5,
-         "generate.30s.wall_s.median": 3.0, "generate.30s.wall_s.min": 2.9, "generate.30s.wall_s.max": 3.1}
+    r = {
+        "vocoder.audio_seconds": 30.0,
+        "vocoder.default.params": 2.8e6,
+        "vocoder.default.cpu_seconds_per_call": 0.2,
+        "vocoder.default.peak_rss_mb": 300.0,
+        "vocoder.default.inference_mb": 30.0,
+        "vocoder.default.load_avg": 0.5,
+        "generate.30s.wall_s.median": 3.0,
+        "generate.30s.wall_s.min": 2.9,
+        "generate.30s.wall_s.max": 3.1,
+    }
     r |= bench.summarize("vocoder.default.xrt_cpu", [100.0, 90.0, 110.0])
     text = bench.render_markdown(r)
     assert "| default | 2.80 M | 100.0 (90.0–110.0) |" in text
@@ -135,8 +155,11 @@ def test_markdown_shows_vocoder_and_generate_rows(bench):
 
 def test_plots_are_written(bench, results, tmp_path):
     written = bench.save_plots(results, tmp_path / "plots")
-    assert {p.name for p in written} == {"generation_vs_length.png", "vocoder_vs_length.png",
-                                         "prepare_vs_workers.png"}
+    assert {p.name for p in written} == {
+        "generation_vs_length.png",
+        "vocoder_vs_length.png",
+        "prepare_vs_workers.png",
+    }
     assert all(p.stat().st_size > 1000 for p in written)
 
 

@@ -136,6 +136,7 @@ def settings_for(quick: bool, threads: int = 2) -> Settings:
         vocoder_lengths=(2.0, 5.0, 10.0),
         scaling_runs=2,
         spec_lengths=(10.0, 30.0),
+        prior_seconds=10.0,
         long_runs=1,
         generate_lengths=(30.0,),
         generate_runs=2,
@@ -1103,6 +1104,17 @@ def save_plots(r: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
+    def log_axes(ax: Any, xs: list[float]) -> None:
+        """Log-log axes labelled in plain numbers, a tick at every measured length."""
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(xs)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
     def finish(fig: Any, ax: Any, name: str, xlabel: str, ylabel: str) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -1130,8 +1142,7 @@ def save_plots(r: dict[str, Any], out_dir: Path) -> list[Path]:
         if cli:
             errorbar(ax, cli, lambda x: f"generate.{x:g}s.wall_s", "generate command (cold)", marker="s")
         ax.plot(lengths, lengths, "k--", lw=0.8, label="real time")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_axes(ax, lengths)
         ax.set_title("Generation time against clip length")
         finish(fig, ax, "generation_vs_length.png", "clip length (s)", "wall time (s)")
     models = sorted(
@@ -1144,8 +1155,7 @@ def save_plots(r: dict[str, Any], out_dir: Path) -> list[Path]:
             errorbar(ax, xs, lambda x, name=name: f"scaling.vocoder.{name}.{x:g}s", name)
         xs = _lengths(r, f"scaling.vocoder.{models[0]}.", ".median")
         ax.plot(xs, xs, "k--", lw=0.8, label="real time")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_axes(ax, xs)
         ax.set_title("Vocoder time against clip length (vocode, chunked)")
         finish(fig, ax, "vocoder_vs_length.png", "clip length (s)", "wall time (s)")
     workers = sorted({int(k.split(".")[1].split("_")[1]) for k in r if k.startswith("prepare.workers_")})
