@@ -10,6 +10,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,10 +110,20 @@ def test_results_are_flat_numbers_except_named_strings(results):
     json.loads(json.dumps(results))  # JSON-ready
 
 
-def test_vocoder_worker_measures_params_speed_and_memory(bench):
-    row = bench.measure_vocoder_worker("piano_cpu", seconds=0.5, runs=1, threads=1)
+def test_vocoder_worker_measures_params_speed_and_memory(bench, tmp_path, monkeypatch):
+    import bench_vocoder  # tools/ is on sys.path once bench is imported
+
+    monkeypatch.setattr(bench_vocoder, "piano_like_audio", bench_vocoder.piano_like_audio)  # undone after
+    saved = 0.5 * bench_vocoder.piano_like_audio(0.5, 22050)  # recognisably not the function's output
+    np.save(tmp_path / "signal.npy", saved)
+    row = bench.measure_vocoder_worker(
+        "piano_cpu", seconds=0.5, runs=1, threads=1, signal=tmp_path / "signal.npy"
+    )
     assert row["params"] > 1e6 and row["xrt_median"] > 0 and row["peak_rss_mb"] > 0
     assert "gpu" not in row or row["gpu"]["xrt_median"] > 0
+    # the worker reads the saved clip instead of synthesising it; other requests still synthesise
+    assert np.array_equal(bench_vocoder.piano_like_audio(0.5, 22050), saved)
+    assert len(bench_vocoder.piano_like_audio(0.25, 22050)) == int(0.25 * 22050)
 
 
 def test_run_process_reports_wall_time_memory_and_failures(bench, tmp_path):

@@ -319,11 +319,40 @@ def prepared_cache(s: Settings, work: Path) -> Path:
 # Vocoders
 
 
-def measure_vocoder_worker(name: str, seconds: float, runs: int, threads: int) -> dict[str, Any]:
-    """One vocoder's figures (run in a fresh process): CPU through bench_vocoder, then the GPU."""
-    import torch
-    from bench_vocoder import _load, measure_model, measure_vocoder_speed, piano_like_audio
+def use_saved_signal(path: Path) -> None:
+    """Make ``bench_vocoder.piano_like_audio`` return the clip saved at ``path`` when asked for it.
 
+    That function synthesises every note over the rest of the clip (about 10 s of CPU for a 30 s
+    clip), and each vocoder is measured in a fresh process: the parent makes the clip once
+    (:func:`bench_vocoders`) and the workers read it. The signal is the same array either way.
+    """
+    import bench_vocoder
+
+    original = bench_vocoder.piano_like_audio
+    saved = np.load(path)
+
+    def piano_like_audio(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
+        if seed == 0 and len(saved) == int(seconds * sample_rate):
+            return saved.copy()
+        return original(seconds, sample_rate, seed)
+
+    bench_vocoder.piano_like_audio = piano_like_audio
+
+
+def measure_vocoder_worker(
+    name: str, seconds: float, runs: int, threads: int, signal: Path | None = None
+) -> dict[str, Any]:
+    """One vocoder's figures (run in a fresh process): CPU through bench_vocoder, then the GPU.
+
+    Args:
+        signal: a .npy of ``bench_vocoder.piano_like_audio(seconds, sample_rate)`` to reuse.
+    """
+    import bench_vocoder
+    import torch
+    from bench_vocoder import _load, measure_model, measure_vocoder_speed
+
+    if signal is not None:
+        use_saved_signal(signal)
     row = measure_model(name, seconds=seconds, runs=runs, threads=threads)
     if torch.cuda.is_available():
         fn, _, frontend = _load(name)
@@ -331,7 +360,8 @@ def measure_vocoder_worker(name: str, seconds: float, runs: int, threads: int) -
         frontend.to(device)  # Griffin-Lim's closure holds this same module
         if isinstance(fn, torch.nn.Module):
             fn.to(device)
-        audio = torch.from_numpy(piano_like_audio(seconds, frontend.config.sample_rate)).to(device)
+        audio = torch.from_numpy(bench_vocoder.piano_like_audio(seconds, frontend.config.sample_rate))
+        audio = audio.to(device)
         mel = frontend(audio).unsqueeze(0)
 
         def synced(m: torch.Tensor) -> torch.Tensor:
@@ -364,9 +394,16 @@ def _run_worker(args: list[str]) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_vocoders(s: Settings) -> dict[str, Any]:
+def bench_vocoders(s: Settings, work: Path) -> dict[str, Any]:
     """Params, × real time (CPU; GPU when present) and peak memory of each vocoder config."""
+    from bench_vocoder import piano_like_audio
+
+    from audiogen.frontend import FrontendConfig
+
     out: dict[str, Any] = {"vocoder.audio_seconds": s.vocoder_seconds}
+    work.mkdir(parents=True, exist_ok=True)
+    signal = work / "signal.npy"  # every config here uses the default frontend's sample rate
+    np.save(signal, piano_like_audio(s.vocoder_seconds, FrontendConfig().sample_rate))
     for name in s.vocoders:
         row = _run_worker(
             [
@@ -378,6 +415,8 @@ def bench_vocoders(s: Settings) -> dict[str, Any]:
                 str(s.slow_vocoder_runs if name in SLOW_VOCODERS else s.runs),
                 "--threads",
                 str(s.threads),
+                "--signal",
+                str(signal),
             ]
         )
         key = f"vocoder.{name}"
@@ -867,7 +906,7 @@ def run_benchmarks(s: Settings, work: Path, sections: tuple[str, ...] = SECTIONS
         results |= figures
     if "vocoder" in sections:
         note("vocoder")
-        results |= bench_vocoders(s)
+        results |= bench_vocoders(s, work / "vocoder")
         results |= bench_vocoder_scaling(s)
     models, spec_dir, vocoder_dir = "none", None, None
     if "spec" in sections or "generate" in sections:
@@ -1187,12 +1226,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--worker-train-gpu", type=Path, help=argparse.SUPPRESS)  # internal: a cache folder
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--signal", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker_vocoder:
         print(
             json.dumps(
-                measure_vocoder_worker(args.worker_vocoder, args.seconds, args.runs or 5, args.threads)
+                measure_vocoder_worker(
+                    args.worker_vocoder, args.seconds, args.runs or 5, args.threads, args.signal
+                )
             )
         )
         return 0
