@@ -45,11 +45,14 @@ def piano_like_audio(seconds: float, sample_rate: int, seed: int = 0) -> np.ndar
     out = np.zeros_like(t)
     for start in np.arange(0, seconds, 0.25):
         f0 = 55 * 2 ** (rng.integers(0, 60) / 12)
-        active = t >= start
-        env = np.exp(-(t[active] - start) * 2.5)
+        # each note is cut 8 s after its onset, where its envelope is e^-20 (far below float32
+        # resolution of the mix): half the work of running every note to the end of the clip
+        first, last = np.searchsorted(t, start), np.searchsorted(t, start + 8.0)
+        local = t[first:last] - start
+        env = np.exp(-local * 2.5)
         for k in range(1, 9):
             if f0 * k < sample_rate / 2:
-                out[active] += env * np.sin(2 * np.pi * f0 * k * (t[active] - start)) / k**1.5
+                out[first:last] += env * np.sin(2 * np.pi * f0 * k * local) / k**1.5
     return (0.5 * out / np.abs(out).max()).astype(np.float32)
 
 
