@@ -33,7 +33,7 @@ import torch
 import yaml
 from helpers import MAESTRO_COLUMNS, piano_like
 
-from audiogen.checkpoint import CheckpointError, export_model, load_state_dict
+from audiogen.checkpoint import CheckpointError, load_state_dict
 from audiogen.frontend import FrontendConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,29 +203,6 @@ def test_metadata_without_a_column_is_refused_in_one_line(corpus, tmp_path, caps
 
 
 # ------------------------------------------------------------------------------ models for generate
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """Untrained tiny spectrogram (VAE + prior) and vocoder folders, exported as training does."""
-    from audiogen.config import from_dict, to_dict
-    from audiogen.spec import LatentPrior, LatentPriorConfig, SpecVAE, SpecVAEConfig
-    from audiogen.tasks import load_trainer_config
-    from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
-
-    out = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    vae_cfg = load_trainer_config(ROOT / "configs/spec/tiny.yaml")
-    prior_cfg = load_trainer_config(ROOT / "configs/spec/tiny_prior.yaml")
-    voc_cfg = load_trainer_config(ROOT / "configs/vocoder/tiny.yaml")
-    vae_model = from_dict(SpecVAEConfig, vae_cfg.model, "model")
-    vae = SpecVAE.from_config(vae_model, vae_cfg.frontend)
-    prior = LatentPrior.from_config(from_dict(LatentPriorConfig, prior_cfg.model, "model"), latent_dim=vae.latent_dim)
-    resolved = dict(to_dict(prior_cfg), vae_model=to_dict(vae_model))
-    export_model(out / "model", {"vae": vae, "prior": prior}, resolved, {})
-    vocoder = build_vocoder(vocoder_config_from_dict(voc_cfg.model), voc_cfg.frontend)
-    export_model(out / "vocoder", {"vocoder": vocoder}, to_dict(voc_cfg), {})
-    return {"model": out / "model", "vocoder": out / "vocoder"}
 
 
 def generate(models, capsys, *args: str) -> tuple[int, str]:

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
     p.add_argument("--like", help="an audio file to make a variation of (the clip continues from it)")
     p.add_argument("--variation", type=float, default=0.3, help="how far from --like to move, 0..1 (default 0.3)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads (default: all cores, or OMP_NUM_THREADS when set); 1 is faster on a busy machine")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -54,6 +56,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--num must be between 1 and 10000, got {args.num}")
     if not math.isfinite(args.temperature) or args.temperature < 0 or args.temperature > 10:
         raise ValueError(f"--temperature must be between 0 and 10, got {args.temperature}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if not 0 <= args.variation <= 1:
         raise ValueError(f"--variation must be between 0 and 1, got {args.variation}")
     if args.out == "-":
@@ -103,7 +107,9 @@ def _run(args: argparse.Namespace) -> int:
         device = "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
-    if device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    elif device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(os.cpu_count() or 1)
     generator = load_generator(args.model, args.vocoder, device=device)
     like_audio = load_audio(args.like, generator.sample_rate)[0] if args.like else None
