@@ -149,3 +149,23 @@ def multi_resolution_stft_distance(
 ) -> float:
     """The evaluation metric: :class:`MultiResolutionSTFTLoss` as a float (lower is better)."""
     return float(MultiResolutionSTFTLoss(resolutions).to(fake.device)(fake, real))
+
+
+@torch.no_grad()
+def copy_synthesis_scores(
+    audio: torch.Tensor, target_mel: torch.Tensor, target_audio: torch.Tensor | None,
+    frontend: MelFrontend, stft: MultiResolutionSTFTLoss,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """How far ``audio`` re-synthesised from ``target_mel`` is from the original.
+
+    Returns ({"mel_l1": log-mel L1 against ``target_mel``, "stft_mr": multi-resolution STFT
+    distance against ``target_audio`` (absent without it)}, the log-mel of ``audio``). Both
+    are 0 for the original itself; both are compared over the shorter of the two signals.
+    """
+    audio = audio.reshape(-1)
+    rebuilt = frontend(audio)[:, : target_mel.shape[-1]]
+    scores = {"mel_l1": F.l1_loss(rebuilt, target_mel[:, : rebuilt.shape[-1]].float()).item()}
+    if target_audio is not None:
+        n = min(len(target_audio), len(audio))
+        scores["stft_mr"] = stft(audio[None, :n], target_audio.reshape(-1)[None, :n]).item()
+    return scores, rebuilt

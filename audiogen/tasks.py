@@ -154,7 +154,7 @@ class VocoderTask(Task):
 
     def validate(self, ctx: ValContext) -> dict[str, float]:
         from audiogen.audio import save_audio
-        from audiogen.losses import MultiResolutionSTFTLoss
+        from audiogen.losses import MultiResolutionSTFTLoss, copy_synthesis_scores
         from audiogen.plots import save_spectrograms
         from audiogen.vocoder import vocode
 
@@ -162,25 +162,23 @@ class VocoderTask(Task):
         frontend = self.frontend.to(ctx.device)
         stft = MultiResolutionSTFTLoss().to(ctx.device)
         items = _val_audio(ctx.val_items, self.config.train.val_seconds, self.config.frontend)
-        mel_l1, stft_d = [], []
+        scores = []
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         for index, item in enumerate(items):
             mel = item["mel"].to(ctx.device)
+            target = item["audio"].to(ctx.device) if item["audio"] is not None else None
             audio = vocode(generator, mel).reshape(-1)
-            rebuilt = frontend(audio)[:, : mel.shape[-1]]
-            mel_l1.append(F.l1_loss(rebuilt, mel[:, : rebuilt.shape[-1]]).item())
-            if item["audio"] is not None:
-                target = item["audio"].to(ctx.device)
-                n = min(len(target), len(audio))
-                stft_d.append(stft(audio[None, :n], target[None, :n]).item())
+            score, rebuilt = copy_synthesis_scores(audio, mel, target, frontend, stft)
+            scores.append(score)
             if index < 3:
                 save_audio(ctx.out_dir / f"{item['name']}.wav", audio.cpu().numpy(), self.config.frontend.sample_rate)
                 save_spectrograms(ctx.out_dir / f"{item['name']}.png",
                                   {"target": mel.cpu().numpy(), "vocoded": rebuilt.cpu().numpy()},
                                   self.config.frontend.frame_rate, f"step {ctx.step}")
-        metrics = {"val/loss": float(np.mean(mel_l1)), "val/mel_l1": float(np.mean(mel_l1))}
-        if stft_d:
-            metrics["val/stft_mr"] = float(np.mean(stft_d))
+        mel_l1 = float(np.mean([s["mel_l1"] for s in scores]))
+        metrics = {"val/loss": mel_l1, "val/mel_l1": mel_l1}
+        if any("stft_mr" in s for s in scores):
+            metrics["val/stft_mr"] = float(np.mean([s["stft_mr"] for s in scores if "stft_mr" in s]))
         return metrics
 
     def export(self, ctx: ValContext) -> dict[str, nn.Module]:

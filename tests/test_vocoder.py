@@ -1,5 +1,6 @@
 """Vocoder generators, their configs, and chunked / streaming inference."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,31 @@ def test_streaming_batched_and_memory_is_bounded():
     assert all(p.shape[0] == 2 for p in runner_pieces)
     assert max(p.shape[1] for p in runner_pieces) <= (64 + 16) * 256  # one chunk at a time
     np.testing.assert_allclose(np.concatenate(runner_pieces, axis=1), vocode(model, mel, 64, 16).numpy(), atol=1e-6)
+
+
+def _load_tool(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vocoder_quality_report_scores_ground_truth_griffin_lim_and_a_vocoder(tiny_cache, models, tmp_path):
+    tool = _load_tool("vocoder_quality")
+    out = tmp_path / "report"
+    code = tool.main(["--cache", str(tiny_cache), "--split", "test", "--seconds", "2",
+                      "--vocoder", f"tiny={models['vocoder']}", "--griffin-lim-iters", "8", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "vocoder_quality.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == ["ground truth", "griffin-lim (8 it)", "tiny"]
+    truth, gl, tiny = rows.values()
+    assert truth["stft_mr"] < 1e-3 and truth["mel_l1"] < 0.02  # only the cache's 16-bit rounding
+    assert gl["mel_l1"] > 10 * truth["mel_l1"] and gl["stft_mr"] > 0.1
+    assert tiny["mel_l1"] > gl["mel_l1"]  # an untrained vocoder is far from the original
+    assert tiny["params"] > 0 and (out / "spectrograms.png").stat().st_size > 1000
+    assert (out / "tiny.wav").exists() and "| tiny |" in (out / "vocoder_quality.md").read_text()
+    assert tool.main(["--cache", str(tiny_cache), "--vocoder", "no-equals-sign", "--out", str(out)]) == 2
