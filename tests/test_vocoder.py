@@ -242,15 +242,18 @@ def test_vocoder_quality_report_scores_ground_truth_griffin_lim_and_a_vocoder(ti
     tool = _load_tool("vocoder_quality")
     out = tmp_path / "report"
     code = tool.main(["--cache", str(tiny_cache), "--split", "test", "--seconds", "2",
-                      "--vocoder", f"tiny={models['vocoder']}", "--griffin-lim-iters", "8", "--out", str(out)])
+                      "--vocoder", f"tiny={models['vocoder']}", "--model", str(models["model"]),
+                      "--griffin-lim-iters", "8", "--out", str(out)])
     assert code == 0
     report = json.loads((out / "vocoder_quality.json").read_text())
     rows = {row["name"]: row for row in report["rows"]}
-    assert list(rows) == ["ground truth", "griffin-lim (8 it)", "tiny"]
-    truth, gl, tiny = rows.values()
+    assert list(rows) == ["ground truth", "griffin-lim (8 it)", "tiny", "VAE → tiny"]
+    truth, gl, tiny, _ = rows.values()
     assert truth["stft_mr"] < 1e-3 and truth["mel_l1"] < 0.02  # only the cache's 16-bit rounding
     assert gl["mel_l1"] > 10 * truth["mel_l1"] and gl["stft_mr"] > 0.1
     assert tiny["mel_l1"] > gl["mel_l1"]  # an untrained vocoder is far from the original
     assert tiny["params"] > 0 and (out / "spectrograms.png").stat().st_size > 1000
     assert (out / "tiny.wav").exists() and "| tiny |" in (out / "vocoder_quality.md").read_text()
+    vae = report["vae"]
+    assert vae["ratio"] > 1 and vae["mel_l1"] > 0 and vae["latent_dim"] > 0
     assert tool.main(["--cache", str(tiny_cache), "--vocoder", "no-equals-sign", "--out", str(out)]) == 2

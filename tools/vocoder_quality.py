@@ -11,7 +11,11 @@ against the originals with the trainers' own validation metric
 - ``ground truth``: the original audio itself through the frontend (0 up to the cache's 16-bit
   rounding: the check that the metric is measured the right way round);
 - ``griffin-lim``: the non-neural floor (fast Griffin-Lim, ``--griffin-lim-iters``);
-- one row per ``--vocoder NAME=DIR`` (an exported vocoder folder, e.g. ``RUN/best``).
+- one row per ``--vocoder NAME=DIR`` (an exported vocoder folder, e.g. ``RUN/best``);
+- with ``--model DIR`` (a spectrogram VAE or prior export): ``VAE → NAME``, the excerpts
+  encoded to float16 latents, decoded and vocoded by the first vocoder (what the compression
+  path costs), and a VAE section: the decoded mel's log-mel L1 and the compression ratio
+  (:func:`audiogen.spec.compression_report`).
 
 Writes ``vocoder_quality.md`` (table), ``vocoder_quality.json`` and ``spectrograms.png`` (the
 first excerpt as the frontend sees it, one panel per row) into ``--out``, with each row's
@@ -69,6 +73,36 @@ def score_row(name: str, synthesise, items: list[dict], frontend, stft) -> dict:
     }
 
 
+def vae_section(model_dir: str, vocoders: list, items: list[dict], cache, frontend, stft, rows: list[dict]) -> dict:
+    """The VAE's reconstruction and compression figures; appends its ``VAE → vocoder`` row."""
+    from audiogen.generation import load_vae
+    from audiogen.spec import compression_report, encode_clip
+    from audiogen.vocoder import vocode
+
+    vae, _ = load_vae(model_dir, cache.frontend)
+    reports = [compression_report(vae, item["mel"], num_samples=len(item["audio"])) for item in items]
+    if vocoders:
+        name, model = vocoders[0]
+
+        def through_latents(item):
+            latents = encode_clip(vae, item["mel"]).half().float()
+            return vocode(model, vae.decode(latents, item["mel"].shape[-1])[0])
+
+        row = score_row(f"VAE → {name}", through_latents, items, frontend, stft)
+        row["params"] = sum(p.numel() for p in vae.parameters()) + sum(p.numel() for p in model.parameters())
+        rows.append(row)
+    first = reports[0]
+    return {
+        "model": model_dir,
+        "mel_l1": float(np.mean([r["mel_l1"] for r in reports])),
+        "ratio": float(np.mean([r["ratio"] for r in reports])),
+        "kbps": float(np.mean([r["kbps"] for r in reports])),
+        "latent_rate_hz": first["latent_rate_hz"],
+        "latent_dim": int(first["latent_dim"]),
+        "params": sum(p.numel() for p in vae.parameters()),
+    }
+
+
 def markdown_table(report: dict) -> str:
     lines = [
         f"Copy-synthesis of {report['excerpts']} excerpts of {report['seconds']:g} s "
@@ -81,6 +115,14 @@ def markdown_table(report: dict) -> str:
     for row in report["rows"]:
         params = f"{row['params'] / 1e6:.2f} M" if row.get("params") else "—"
         lines.append(f"| {row['name']} | {row['mel_l1']:.4f} | {row['stft_mr']:.4f} | {row['xrt']:.1f} | {params} |")
+    vae = report.get("vae")
+    if vae:
+        lines += [
+            "",
+            f"VAE `{vae['model']}` ({vae['params'] / 1e6:.2f} M params): {vae['latent_dim']} latent channels at "
+            f"{vae['latent_rate_hz']:.2f} Hz, float16 = {vae['kbps']:.1f} kbit/s, {vae['ratio']:.1f}× smaller than "
+            f"16-bit PCM; decoded log-mel L1 {vae['mel_l1']:.4f} against the original mel.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -90,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="cache split to score (default test)")
     p.add_argument("--seconds", type=float, default=20.0, help="excerpt length per piece (default 20)")
     p.add_argument("--vocoder", action="append", default=[], metavar="NAME=DIR", help="an exported vocoder (repeat)")
+    p.add_argument("--model", help="exported spectrogram VAE (or prior) folder: adds the VAE rows")
     p.add_argument("--griffin-lim-iters", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--out", required=True, help="report folder")
@@ -130,6 +173,7 @@ def run(args: argparse.Namespace) -> dict:
             row["params"] = sum(p.numel() for p in model.parameters())
             rows.append(row)
             print(f"{name}: log-mel L1 {row['mel_l1']:.4f}, MR-STFT {row['stft_mr']:.4f}", flush=True)
+        vae_report = vae_section(args.model, vocoders, items, cache, frontend, stft, rows) if args.model else None
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {
         "cache": str(args.cache), "split": args.split, "seconds": args.seconds, "excerpts": len(items),
         "audio_seconds": sum(len(i["audio"]) for i in items) / rate, "threads": args.threads,
-        "vocoders": dict(named), "rows": rows,
+        "vocoders": dict(named), "rows": rows, "vae": vae_report,
     }
     (out / "vocoder_quality.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "vocoder_quality.md").write_text(markdown_table(report))
