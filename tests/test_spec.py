@@ -403,7 +403,7 @@ def test_compression_report():
 # Configs
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "default.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "piano_cpu.yaml", "gpu.yaml"])
 def test_vae_configs_build(name):
     from audiogen.tasks import TrainerConfig
 
@@ -417,7 +417,7 @@ def test_vae_configs_build(name):
         assert len(disc(mel)[0]) >= 1
 
 
-@pytest.mark.parametrize("name", ["tiny_prior.yaml", "prior.yaml", "gpu_prior.yaml"])
+@pytest.mark.parametrize("name", ["tiny_prior.yaml", "piano_cpu_prior.yaml", "gpu_prior.yaml"])
 def test_prior_configs_build(name):
     from audiogen.tasks import TrainerConfig
 
@@ -425,7 +425,7 @@ def test_prior_configs_build(name):
     assert config.task == "prior"
     prior = LatentPrior.from_config(from_dict(LatentPriorConfig, config.model), latent_dim=8)
     assert prior.receptive_field > 1
-    vae_file = {"tiny_prior.yaml": "tiny.yaml", "prior.yaml": "default.yaml", "gpu_prior.yaml": "gpu.yaml"}[name]
+    vae_file = {"tiny_prior.yaml": "tiny.yaml", "piano_cpu_prior.yaml": "piano_cpu.yaml", "gpu_prior.yaml": "gpu.yaml"}[name]
     vae = from_dict(SpecVAEConfig, read_yaml(CONFIGS / vae_file)["model"])
     if name != "tiny_prior.yaml":
         # training segments cover the receptive field, or sampling would meet longer contexts
