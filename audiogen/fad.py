@@ -78,10 +78,15 @@ def embedding_stats(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _weighted_stats(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance of rows of ``x`` repeated ``weights`` times (integer counts)."""
+    # Bootstrap draws leave about a third of the rows at weight 0: drop them, and form the
+    # covariance as Y^T Y with Y = (x - mu) sqrt(w), which numpy computes as one symmetric
+    # rank-k update (about half the work of the general product).
+    used = weights > 0
+    x, weights = x[used], weights[used].astype(np.float64)
     n = float(weights.sum())
     mu = weights @ x / n
-    centered = x - mu
-    sigma = (centered.T * weights) @ centered / (n - 1.0)
+    scaled = (x - mu) * np.sqrt(weights)[:, None]
+    sigma = scaled.T @ scaled / (n - 1.0)
     return mu, sigma
 
 

@@ -123,7 +123,10 @@ class Generator:
         cfg = self.frontend.config
         ratio = self.vae.time_ratio
         latent_frames = math.ceil((total / cfg.hop_length + 1) / ratio) + 1
-        chunk = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
+        # equal chunks no longer than chunk_seconds: the prior samples whole chunks, and a last
+        # short chunk would waste most of a full one (what is sampled does not depend on this)
+        longest = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
+        chunk = math.ceil(latent_frames / math.ceil(latent_frames / longest))
         generator = torch.Generator().manual_seed(seed)
         sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
         if prefix is not None:

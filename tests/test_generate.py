@@ -66,6 +66,16 @@ def test_unwritable_folder_is_refused(capsys, tmp_path):
     assert code == 2 and "not writable" in err
 
 
+def test_default_threads_follow_the_load(monkeypatch):
+    from audiogen.cli import generate as cli
+
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert cli.default_threads() == 4
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (3.9, 1.0, 1.0))
+    assert cli.default_threads() == 1
+
+
 def test_output_names():
     assert output_names("clip.wav", 1) == ["clip.wav"]
     assert output_names("out/clip.flac", 3) == ["out/clip-000.flac", "out/clip-001.flac", "out/clip-002.flac"]

@@ -425,7 +425,7 @@ def test_prior_configs_build(name):
     assert config.task == "prior"
     prior = LatentPrior.from_config(from_dict(LatentPriorConfig, config.model), latent_dim=8)
     assert prior.receptive_field > 1
-    vae_file = {"tiny_prior.yaml": "tiny.yaml", "piano_cpu_prior.yaml": "piano_cpu.yaml", "gpu_prior.yaml": "gpu.yaml"}[name]
+    vae_file = name.replace("_prior", "")  # each prior config's stage-1 VAE config
     vae = from_dict(SpecVAEConfig, read_yaml(CONFIGS / vae_file)["model"])
     if name != "tiny_prior.yaml":
         # training segments cover the receptive field, or sampling would meet longer contexts

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--like", help="an audio file to make a variation of (the clip continues from it)")
     p.add_argument("--variation", type=float, default=0.3, help="how far from --like to move, 0..1 (default 0.3)")
     p.add_argument("--threads", type=int,
-                   help="CPU threads (default: all cores, or OMP_NUM_THREADS when set); 1 is faster on a busy machine")
+                   help="CPU threads (default: OMP_NUM_THREADS when set, else all cores, or 1 when the load "
+                        "average says the cores are busy)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -42,6 +43,20 @@ def output_names(out: str, num: int) -> list[str]:
         return [out.format(i=i) for i in range(num)]
     path = Path(out)
     return [str(path.with_name(f"{path.stem}-{i:03d}{path.suffix or '.wav'}")) for i in range(num)]
+
+
+def default_threads() -> int:
+    """All cores on an idle machine, one on a busy one.
+
+    Every parallel region waits for its slowest thread, so when other processes already keep
+    the cores busy, two threads made `generate` three times slower than one (docs/benchmarks.md).
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0] >= cores - 0.5
+    except OSError:  # no load average on this platform
+        busy = False
+    return 1 if busy else cores
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -110,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     elif device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(default_threads())
     generator = load_generator(args.model, args.vocoder, device=device)
     like_audio = load_audio(args.like, generator.sample_rate)[0] if args.like else None
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
