@@ -66,6 +66,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep_checkpoints: int = 2
     early_stop_patience: int | None = None  # validations without improvement before stopping
+    max_minutes: float | None = None  # wall-time budget (resumes included): validate, checkpoint, stop
     max_bad_steps: int = 5  # consecutive NaN/Inf steps before the run stops
     val_pieces: int = 4
     val_seconds: float = 6.0
@@ -77,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 0:
             raise ValueError("batch_size and grad_accum must be >= 1, max_steps >= 0")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
 
 
 class TrainingStopped(RuntimeError):
@@ -581,8 +584,20 @@ def train(
                 _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs})
                 bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if "/" in k and "grad" not in k})
             window = {}
-        if state.step % cfg.val_every == 0 or state.step == cfg.max_steps:
+        validated = state.step % cfg.val_every == 0 or state.step == cfg.max_steps
+        if validated:
             validate_and_maybe_export()
+        if cfg.max_minutes is not None and state.step % cfg.log_every == 0 and not stop:
+            # every rank must agree, or one would wait forever for the others' gradients
+            out_of_time = [time.time() - started >= cfg.max_minutes * 60]
+            if accelerator.num_processes > 1:
+                broadcast_object_list(out_of_time)
+            if out_of_time[0]:
+                if main:
+                    bar.write(f"stopping at step {state.step}: the {cfg.max_minutes:g}-minute budget is spent")
+                if not validated:
+                    validate_and_maybe_export()
+                stop = True
         if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps or stop:
             checkpoint_now()
     bar.close()

@@ -108,3 +108,12 @@ def test_global_batches_are_disjoint_across_ranks_and_cover_epochs():
     assert sorted(seen) == list(range(40))  # one epoch, each sample once
     _, again = global_batch_indices(2, 0, 1, 8, 40, seed=0)
     assert again == seen[16:24]
+
+
+def test_wall_time_budget_stops_with_a_checkpoint_and_an_export(tmp_path):
+    _, state = run(tmp_path, 1000, max_minutes=1e-9)
+    assert state.step == 1  # log_every=1: the budget is checked after every step
+    assert latest_checkpoint(tmp_path).name == "step-0000001"
+    assert (tmp_path / "best" / "net.safetensors").exists()
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=0)
