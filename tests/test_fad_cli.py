@@ -273,6 +273,7 @@ def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, caps
     table = (tmp_path / "r1" / "fad_benchmark.md").read_text()
     assert "NOT comparable to published FAD" in table and "| model |" in table
     assert (tmp_path / "r1" / "fad_benchmark.png").stat().st_size > 0
+    assert (tmp_path / "r1" / "spectrograms.png").stat().st_size > 1000
 
     # with a generator every row is scored on the same number of clips
     monkeypatch.setattr(bench, "load_models", lambda *a: (FakeGenerator(), None))

@@ -16,8 +16,9 @@ row, and each row scores one evaluation set of up to ``--num`` clips against it:
 
 Rows that need the models are skipped, with the reason in the report, when the models (or
 ``audiogen.generation``) cannot be loaded. Writes ``fad_benchmark.md`` (table),
-``fad_benchmark.json`` and ``fad_benchmark.png`` (bar chart with bootstrap intervals) into
-``--out``, plus a few clips of every row under ``clips/`` to listen to.
+``fad_benchmark.json``, ``fad_benchmark.png`` (bar chart with bootstrap intervals) and
+``spectrograms.png`` (the first clip of every row) into ``--out``, plus a few clips of every
+row under ``clips/`` to listen to.
 """
 
 from __future__ import annotations
@@ -147,6 +148,21 @@ def save_examples(folder: Path, rows: list[Row], sample_rate: int, keep: int) ->
         target.mkdir(parents=True, exist_ok=True)
         for i, clip in enumerate(row.clips[:keep]):
             save_audio(target / f"{i:02d}.wav", peak_normalize(np.clip(clip, -10, 10), 0.9), sample_rate)
+
+
+def spectrogram_picture(path: Path, rows: list[Row], frontend) -> None:
+    """The first clip of every row as the frontend sees it, one panel per row, on one scale."""
+    import torch
+
+    from audiogen.plots import save_spectrograms
+
+    panels = {}
+    with torch.inference_mode():
+        for row in rows:
+            if not row.skipped and row.clips:
+                panels[row.name] = frontend(torch.from_numpy(np.asarray(row.clips[0], dtype=np.float32))).numpy()
+    if panels:
+        save_spectrograms(path, panels, frontend.config.frame_rate, "first clip of each row")
 
 
 def _fmt(value: float | None) -> str:
@@ -300,6 +316,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"{row.name}: FAD {row.result['fad']:.4g} (FAD∞ {_fmt(row.result['fad_inf'])})", flush=True)
 
     save_examples(out / "clips", rows, sample_rate, args.keep_clips)
+    spectrogram_picture(out / "spectrograms.png", rows, frontend)
     identity = embedder.identity()
     report = {
         "reference": {
