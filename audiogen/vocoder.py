@@ -107,6 +107,9 @@ class VocosConfig:
     kernel_size: int = 7
     n_fft: int | None = None
     layer_scale: float | None = None  # initial ConvNeXt layer scale; None → 1 / num_layers
+    # Predict the log-magnitude as a correction to the mel's pseudo-inverse (the magnitude
+    # Griffin-Lim starts from) instead of from nothing: the network then mostly learns phase.
+    mel_prior: bool = False
 
     def __post_init__(self) -> None:
         if min(self.dim, self.intermediate_dim, self.num_layers) < 1:
@@ -416,6 +419,8 @@ class VocosGenerator(Vocoder):
         num_layers: int = 6,
         kernel_size: int = 7,
         layer_scale: float | None = None,
+        mel_basis: np.ndarray | None = None,
+        mel_power: float = 1.0,
     ):
         super().__init__()
         if hop_length > n_fft // 2:
@@ -431,22 +436,50 @@ class VocosGenerator(Vocoder):
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, 2 * self.n_bins)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.mel_power = mel_power
+        if mel_basis is not None:
+            if mel_basis.shape != (n_mels, self.n_bins):
+                raise ValueError(f"mel_basis must be ({n_mels}, {self.n_bins}), got {mel_basis.shape}")
+            inverse = torch.linalg.pinv(torch.as_tensor(mel_basis, dtype=torch.float64)).float()
+            self.register_buffer("mel_inverse", inverse, persistent=False)  # rebuilt from the config
+            with torch.no_grad():  # start exactly at the pseudo-inverse magnitude
+                self.head.weight[: self.n_bins].zero_()
+                self.head.bias[: self.n_bins].zero_()
+        else:
+            self.mel_inverse = None
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        audio = _centred_istft(self.spectrum(mel), self.n_fft, self.hop_length, self.window)
+        return _clip_in_eval(audio, self.training)
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
+        """The complex STFT (B, F, n_bins) the generator predicts for ``mel``, before the iSTFT."""
         x = self.norm(self.embed(mel).transpose(1, 2))  # (B, F, dim)
         for block in self.blocks:
             x = block(x)
         # the spectral part runs in float32 even under autocast (no half-precision FFTs or polar)
         x = self.head(self.final_norm(x)).float()  # (B, F, 2 * n_bins)
         log_mag, phase = x[..., : self.n_bins], x[..., self.n_bins :]
+        if self.mel_inverse is not None:
+            linear_mel = torch.exp(mel.float() / self.mel_power)  # magnitude mel, whatever the frontend's power
+            base = torch.matmul(self.mel_inverse, linear_mel).clamp(min=1e-5).log()  # (B, n_bins, F)
+            log_mag = log_mag + base.transpose(1, 2)
         # cap the magnitude (e^10 ≈ 2e4, far above any real frame) so early training cannot overflow
-        spec = torch.polar(torch.exp(log_mag.clamp(max=10.0)), phase)
-        audio = _centred_istft(spec, self.n_fft, self.hop_length, self.window)
-        return _clip_in_eval(audio, self.training)
+        return torch.polar(torch.exp(log_mag.clamp(max=10.0)), phase)
 
 
 # --------------------------------------------------------------------------------------------
 # Factory
+
+
+def _mel_prior_arguments(config: VocosConfig, frontend: FrontendConfig, n_fft: int) -> dict:
+    if not config.mel_prior:
+        return {}
+    if n_fft != frontend.n_fft:
+        raise ConfigError(f"model.mel_prior needs model.n_fft equal to the frontend's ({frontend.n_fft}), got {n_fft}")
+    from audiogen.frontend import mel_filterbank
+
+    return {"mel_basis": mel_filterbank(frontend), "mel_power": frontend.power}
 
 
 def build_vocoder(model_config: VocoderConfig, frontend: FrontendConfig) -> Vocoder:
@@ -490,6 +523,7 @@ def build_vocoder(model_config: VocoderConfig, frontend: FrontendConfig) -> Voco
             num_layers=model_config.num_layers,
             kernel_size=model_config.kernel_size,
             layer_scale=model_config.layer_scale,
+            **_mel_prior_arguments(model_config, frontend, n_fft),
         )
     raise ConfigError(f"not a vocoder config: {type(model_config).__name__}")
 

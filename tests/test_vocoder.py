@@ -257,3 +257,23 @@ def test_vocoder_quality_report_scores_ground_truth_griffin_lim_and_a_vocoder(ti
     vae = report["vae"]
     assert vae["ratio"] > 1 and vae["mel_l1"] > 0 and vae["latent_dim"] > 0
     assert tool.main(["--cache", str(tiny_cache), "--vocoder", "no-equals-sign", "--out", str(out)]) == 2
+
+
+def test_vocos_mel_prior_starts_at_the_pseudo_inverse_magnitude():
+    from audiogen.frontend import mel_filterbank
+    from audiogen.vocoder import VocosConfig, build_vocoder
+
+    frontend = FrontendConfig()
+    mel = MelFrontend(frontend)(torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, 22050).astype(np.float32)))
+    plain = build_vocoder(VocosConfig(dim=32, intermediate_dim=64, num_layers=2), frontend)
+    prior = build_vocoder(VocosConfig(dim=32, intermediate_dim=64, num_layers=2, mel_prior=True), frontend)
+    basis = torch.from_numpy(mel_filterbank(frontend)).double()
+    expected = (torch.linalg.pinv(basis) @ torch.exp(mel.double())).clamp(min=1e-5).T  # (F, n_bins)
+    with torch.no_grad():
+        got = prior.spectrum(mel[None])[0].abs().double()
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+        assert not torch.allclose(plain.spectrum(mel[None])[0].abs().double(), expected, rtol=0.1)
+        assert prior(mel[None]).shape == (1, 1, mel.shape[-1] * frontend.hop_length)
+    assert not any(k.endswith("mel_inverse") for k in prior.state_dict())  # rebuilt from the config
+    with pytest.raises(ConfigError, match="mel_prior"):
+        build_vocoder(VocosConfig(n_fft=2048, mel_prior=True), frontend)

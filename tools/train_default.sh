@@ -2,8 +2,9 @@
 # Rebuild the bundled default models from scratch on this kind of machine (2 CPU cores), the way
 # the shipped ones were made: render the demo set, prepare the cache, train the vocoder and the
 # spectrogram VAE/GAN side by side (one core each), then the latent prior on the VAE, and copy
-# the best exports into audiogen/pretrained/. Steps are caps; the shipped models stopped at the
-# wall time given in their model cards (audiogen/pretrained/*/MODEL_CARD.md).
+# the best exports into audiogen/pretrained/. Each stage has the wall-time budget the shipped
+# models had (train.max_minutes; their model cards, audiogen/pretrained/*/MODEL_CARD.md, give the
+# exact steps); set VOCODER_MINUTES, VAE_MINUTES, PRIOR_MINUTES to train longer.
 #
 #   bash tools/train_default.sh [MIDI_DIR] [METADATA_CSV]
 #
@@ -14,9 +15,9 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 MIDI_DIR=${1:-../shared/data/maestro-midi}
 METADATA=${2:-$MIDI_DIR/maestro-midi.csv}
-VOCODER_STEPS=${VOCODER_STEPS:-8000}
-VAE_STEPS=${VAE_STEPS:-2500}
-PRIOR_STEPS=${PRIOR_STEPS:-3000}
+VOCODER_MINUTES=${VOCODER_MINUTES:-31}
+VAE_MINUTES=${VAE_MINUTES:-105}
+PRIOR_MINUTES=${PRIOR_MINUTES:-59}
 export OMP_NUM_THREADS=1  # two trainers share two cores
 
 if [ -d "$MIDI_DIR" ]; then
@@ -27,12 +28,12 @@ fi
 .venv/bin/audiogen-prepare --maestro data/demo --out data/cache --workers 2
 
 $PY train_vocoder.py --config configs/vocoder/piano_cpu.yaml --data data/cache --out runs/vocoder \
-  --max-steps "$VOCODER_STEPS" --resume > runs-vocoder.log 2>&1 &
+  --set train.max_minutes="$VOCODER_MINUTES" --resume > runs-vocoder.log 2>&1 &
 vocoder=$!
 $PY train_spec.py --config configs/spec/piano_cpu.yaml --data data/cache --out runs/vae \
-  --max-steps "$VAE_STEPS" --resume
+  --set train.max_minutes="$VAE_MINUTES" --resume
 $PY train_spec.py --config configs/spec/piano_cpu_prior.yaml --data data/cache --out runs/prior \
-  --max-steps "$PRIOR_STEPS" --set vae_dir=runs/vae/best --resume
+  --set train.max_minutes="$PRIOR_MINUTES" --set vae_dir=runs/vae/best --resume
 wait "$vocoder"
 
 rm -rf audiogen/pretrained/spec audiogen/pretrained/vocoder
