@@ -32,6 +32,11 @@ from audiogen.frontend import FrontendConfig, MelFrontend, check_same_frontend
 # for players that add inter-sample overs.
 TARGET_PEAK = 10 ** (-1 / 20)
 
+# Sampling temperature of the latent prior by default. On the bundled prior, 1.0 drifts within
+# seconds into dense broadband wash and 0.7 freezes on one sustained chord; 0.9 keeps onsets,
+# decays and rests (docs/benchmarks.md has the FAD of both).
+DEFAULT_TEMPERATURE = 0.9
+
 
 def pretrained_dir(name: str) -> Path:
     """Folder of a model bundled with the package (``spec`` or ``vocoder``)."""
@@ -106,7 +111,7 @@ class Generator:
         self,
         seconds: float,
         seed: int,
-        temperature: float = 1.0,
+        temperature: float = DEFAULT_TEMPERATURE,
         prefix: torch.Tensor | None = None,
         chunk_seconds: float = 8.0,
     ) -> Iterator[np.ndarray]:
@@ -144,7 +149,7 @@ class Generator:
         if emitted < total:  # the chain ran short by rounding: pad with silence (never happens in practice)
             yield np.zeros(total - emitted, dtype=np.float32)
 
-    def generate(self, seconds: float, seed: int, temperature: float = 1.0,
+    def generate(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
                  prefix: torch.Tensor | None = None) -> np.ndarray:
         """A whole clip in memory (float32, not normalised)."""
         parts = list(self.stream(seconds, seed, temperature, prefix))

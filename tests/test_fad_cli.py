@@ -247,7 +247,7 @@ class FakeGenerator:
         self.frontend = MelFrontend()
         self.sample_rate = self.frontend.config.sample_rate
 
-    def generate(self, seconds: float, seed: int) -> np.ndarray:
+    def generate(self, seconds: float, seed: int, temperature: float = 1.0) -> np.ndarray:
         t = np.arange(int(seconds * self.sample_rate)) / self.sample_rate
         return (0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t)).astype(np.float32)
 

@@ -181,7 +181,8 @@ def markdown_table(report: dict) -> str:
         f"Embedding: **{emb['model']}**"
         + (f" (weights SHA-256 `{emb['weights_sha256'][:16]}…`)" if emb.get("weights_sha256") else "")
         + f", framing `{emb['framing']}`, resampler `{report['resampler']}`, "
-        f"{report['bootstrap']} bootstrap draws over clips.",
+        f"{report['bootstrap']} bootstrap draws over clips"
+        + (f"; model clips sampled at temperature {report['temperature']:g}." if report.get("temperature") else "."),
     ]
     if not emb.get("comparable_to_published", False):
         lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**"]
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--framing", choices=("torchvggish", "google-reference"), default="torchvggish")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, help="the prior's sampling temperature (default: generate's)")
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--griffin-lim-iters", type=int, default=32)
     p.add_argument("--keep-clips", type=int, default=2, help="example clips per row written under clips/")
@@ -299,8 +301,13 @@ def run(args: argparse.Namespace) -> dict:
         by_name["vocoder"].seconds_to_make = time.time() - started
         started = time.time()
         count = len(real)
+        from audiogen.generation import DEFAULT_TEMPERATURE
+
+        if args.temperature is None:
+            args.temperature = DEFAULT_TEMPERATURE
+        temperature = {"temperature": args.temperature}
         by_name["model"].clips = [
-            np.asarray(generator.generate(args.seconds, seed=args.seed + i), dtype=np.float32)
+            np.asarray(generator.generate(args.seconds, seed=args.seed + i, **temperature), dtype=np.float32)
             for i in tqdm(range(count), desc="generating", unit="clip", disable=None)
         ]
         by_name["model"].seconds_to_make = time.time() - started
@@ -329,6 +336,7 @@ def run(args: argparse.Namespace) -> dict:
         "seconds": args.seconds,
         "num": args.num,
         "seed": args.seed,
+        "temperature": args.temperature,
         "sample_rate": sample_rate,
         "embedding": identity,
         "framing": identity["framing"],

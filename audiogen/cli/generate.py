@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --num, a pattern like 'take-{i}.wav' or a name that gets -000, -001, ...")
     p.add_argument("--seed", type=int, help="random seed (same seed, same file); default: a fresh one, printed")
     p.add_argument("--num", type=int, default=1, help="number of clips (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature: lower is calmer, higher busier (default 0.9)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
     p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage); default: bundled")
     p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
@@ -69,6 +70,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--seconds {args.seconds:g} is over the limit of {MAX_SECONDS} s (3 hours)")
     if args.num < 1 or args.num > 10_000:
         raise ValueError(f"--num must be between 1 and 10000, got {args.num}")
+    if args.temperature is None:
+        from audiogen.generation import DEFAULT_TEMPERATURE
+
+        args.temperature = DEFAULT_TEMPERATURE
     if not math.isfinite(args.temperature) or args.temperature < 0 or args.temperature > 10:
         raise ValueError(f"--temperature must be between 0 and 10, got {args.temperature}")
     if args.threads is not None and args.threads < 1:
