@@ -106,6 +106,41 @@ class Generator:
     def sample_rate(self) -> int:
         return self.frontend.config.sample_rate
 
+    def latents(
+        self,
+        samples: int,
+        seed: int,
+        temperature: float = DEFAULT_TEMPERATURE,
+        prefix: torch.Tensor | None = None,
+        chunk_seconds: float = 8.0,
+    ) -> Iterator[torch.Tensor]:
+        """The latent chunks (1, D, l) of a clip of ``samples`` audio samples, as the prior draws them.
+
+        Args:
+            prefix: optional latent frames (1, D, L) the clip starts with (``--like``: a
+                variation of an encoded clip); the prior continues from them.
+        """
+        cfg = self.frontend.config
+        ratio = self.vae.time_ratio
+        latent_frames = math.ceil((samples / cfg.hop_length + 1) / ratio) + 1
+        # equal chunks no longer than chunk_seconds: the prior samples whole chunks, and a last
+        # short chunk would waste most of a full one (what is sampled does not depend on this)
+        longest = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
+        chunk = math.ceil(latent_frames / math.ceil(latent_frames / longest))
+        generator = torch.Generator().manual_seed(seed)
+        sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
+        if prefix is not None:
+            sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
+        return _take(sampled, latent_frames)
+
+    def mels(self, samples: int, seed: int, temperature: float = DEFAULT_TEMPERATURE,
+             prefix: torch.Tensor | None = None, chunk_seconds: float = 8.0) -> Iterator[torch.Tensor]:
+        """The log-mel chunks (1, n_mels, f) the VAE decodes from :meth:`latents`, in order."""
+        from audiogen.spec import decode_stream
+
+        latents = self.latents(samples, seed, temperature, prefix, chunk_seconds)
+        return decode_stream(self.vae, (z.to(self.device) for z in latents))
+
     @torch.inference_mode()
     def stream(
         self,
@@ -117,29 +152,13 @@ class Generator:
     ) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks that add up to exactly ``seconds`` × sample rate samples.
 
-        Args:
-            prefix: optional latent frames (1, D, L) the clip starts with (``--like``: a
-                variation of an encoded clip); the prior continues from them.
+        ``prefix`` and ``chunk_seconds``: as in :meth:`latents`.
         """
-        from audiogen.spec import decode_stream
         from audiogen.vocoder import vocode_stream
 
         total = int(round(seconds * self.sample_rate))
-        cfg = self.frontend.config
-        ratio = self.vae.time_ratio
-        latent_frames = math.ceil((total / cfg.hop_length + 1) / ratio) + 1
-        # equal chunks no longer than chunk_seconds: the prior samples whole chunks, and a last
-        # short chunk would waste most of a full one (what is sampled does not depend on this)
-        longest = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
-        chunk = math.ceil(latent_frames / math.ceil(latent_frames / longest))
-        generator = torch.Generator().manual_seed(seed)
-        sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
-        if prefix is not None:
-            sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
-        latents = _take(sampled, latent_frames)
-        mels = decode_stream(self.vae, (z.to(self.device) for z in latents))
         emitted = 0
-        for audio in vocode_stream(self.vocoder, mels):
+        for audio in vocode_stream(self.vocoder, self.mels(total, seed, temperature, prefix, chunk_seconds)):
             audio = np.asarray(audio, dtype=np.float32).reshape(-1)[: total - emitted]
             emitted += len(audio)
             if len(audio):

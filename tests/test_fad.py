@@ -147,6 +147,19 @@ def test_bootstrap_interval_brackets_the_estimate():
     assert one.unit["background"] == "embedding"
 
 
+def test_bootstrap_weights_equal_repeating_the_rows():
+    # a bootstrap draw weights each row by how often it was drawn (0 for about a third of them);
+    # the fast weighted statistics must equal those of the rows actually repeated
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((50, 6)) * 3.0 + 1.0
+    weights = rng.multinomial(50, np.full(50, 1 / 50))
+    assert (weights == 0).any()
+    mu, sigma = fad._weighted_stats(x, weights)
+    repeated = np.repeat(x, weights, axis=0)
+    np.testing.assert_allclose(mu, repeated.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(repeated, rowvar=False), atol=1e-12)
+
+
 def test_score_sets_report():
     rng = np.random.default_rng(8)
     identity = {"model": "mel", "framing": "torchvggish", "comparable_to_published": False}
