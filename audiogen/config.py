@@ -139,7 +139,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        # YAML 1.1 reads no/yes/on/off as booleans, but `--set train.mixed_precision=no` means
+        # the word: only true and false are booleans on the command line
+        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+            value = raw.strip()
+        node[parts[-1]] = value
     return result
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from audiogen.checkpoint import load_state_dict
+from audiogen.config import ConfigError, apply_overrides, from_dict
 from audiogen.training import (
     OptimConfig,
     Task,
@@ -117,3 +118,16 @@ def test_wall_time_budget_stops_with_a_checkpoint_and_an_export(tmp_path):
     assert (tmp_path / "best" / "net.safetensors").exists()
     with pytest.raises(ValueError, match="max_minutes"):
         TrainConfig(max_minutes=0)
+
+
+def test_set_overrides_parse_values_and_keep_words():
+    data = apply_overrides({"train": {"batch_size": 8}}, [
+        "train.batch_size=16", "train.mixed_precision=no", "train.max_minutes=2.5",
+        "train.early_stop_patience=null",
+    ])
+    cfg = from_dict(TrainConfig, data["train"])
+    assert cfg.batch_size == 16 and cfg.mixed_precision == "no" and cfg.max_minutes == 2.5
+    assert cfg.early_stop_patience is None
+    assert apply_overrides({}, ["a.b=true", "a.c=off"]) == {"a": {"b": True, "c": "off"}}
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.batch_size"])
