@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (same seed, same file); default: a fresh one, printed")
     p.add_argument("--num", type=int, default=1, help="number of clips (default 1)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature: lower is calmer, higher busier (default 0.9)")
+                   help="sampling temperature: lower is calmer, higher busier (default 1.0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
     p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage); default: bundled")
     p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
