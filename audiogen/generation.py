@@ -10,12 +10,13 @@ peak-normalised 16-bit output), so the level is set on the whole clip, not per c
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -101,6 +102,7 @@ class Generator:
     prior: Any
     vocoder: Any
     device: torch.device
+    vae_sha256: str = ""  # names the VAE whose latents these are (audiogen encode/decode check it)
 
     @property
     def sample_rate(self) -> int:
@@ -133,15 +135,28 @@ class Generator:
             sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
         return _take(sampled, latent_frames)
 
-    def mels(self, samples: int, seed: int, temperature: float = DEFAULT_TEMPERATURE,
-             prefix: torch.Tensor | None = None, chunk_seconds: float = 8.0) -> Iterator[torch.Tensor]:
-        """The log-mel chunks (1, n_mels, f) the VAE decodes from :meth:`latents`, in order."""
+    def mels(self, latents: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The log-mel chunks (1, n_mels, f) the VAE decodes from a stream of latent chunks."""
         from audiogen.spec import decode_stream
 
-        latents = self.latents(samples, seed, temperature, prefix, chunk_seconds)
         return decode_stream(self.vae, (z.to(self.device) for z in latents))
 
     @torch.inference_mode()
+    def render(self, latents: Iterable[torch.Tensor], samples: int) -> Iterator[np.ndarray]:
+        """Float32 audio chunks adding up to exactly ``samples``: the VAE decoder, then the vocoder."""
+        from audiogen.vocoder import vocode_stream
+
+        emitted = 0
+        for audio in vocode_stream(self.vocoder, self.mels(latents)):
+            audio = np.asarray(audio, dtype=np.float32).reshape(-1)[: samples - emitted]
+            emitted += len(audio)
+            if len(audio):
+                yield audio
+            if emitted >= samples:
+                return
+        if emitted < samples:  # the chain ran short by rounding: pad with silence (never happens in practice)
+            yield np.zeros(samples - emitted, dtype=np.float32)
+
     def stream(
         self,
         seconds: float,
@@ -154,19 +169,8 @@ class Generator:
 
         ``prefix`` and ``chunk_seconds``: as in :meth:`latents`.
         """
-        from audiogen.vocoder import vocode_stream
-
         total = int(round(seconds * self.sample_rate))
-        emitted = 0
-        for audio in vocode_stream(self.vocoder, self.mels(total, seed, temperature, prefix, chunk_seconds)):
-            audio = np.asarray(audio, dtype=np.float32).reshape(-1)[: total - emitted]
-            emitted += len(audio)
-            if len(audio):
-                yield audio
-            if emitted >= total:
-                return
-        if emitted < total:  # the chain ran short by rounding: pad with silence (never happens in practice)
-            yield np.zeros(total - emitted, dtype=np.float32)
+        return self.render(self.latents(total, seed, temperature, prefix, chunk_seconds), total)
 
     def generate(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
                  prefix: torch.Tensor | None = None) -> np.ndarray:
@@ -188,11 +192,17 @@ class Generator:
 
         ``amount`` 0 keeps the clip's own latents; 1 moves them a whole posterior spread away.
         """
-        from audiogen.spec import encode_clip, variation
+        from audiogen.spec import variation
+
+        return variation(self.vae, self.encode(audio), amount, torch.Generator().manual_seed(seed))
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray) -> torch.Tensor:
+        """The VAE's latents (1, D, L), posterior means, of mono audio at the generator's rate."""
+        from audiogen.spec import encode_clip
 
         mel = self.frontend(torch.as_tensor(audio, device=self.device))[None]
-        z = encode_clip(self.vae, mel)
-        return variation(self.vae, z, amount, torch.Generator().manual_seed(seed))
+        return encode_clip(self.vae, mel)
 
 
 def _take(chunks: Iterator[torch.Tensor], frames: int) -> Iterator[torch.Tensor]:
@@ -221,7 +231,8 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
     frontend = MelFrontend(vae.frontend_config).to(device)
     prior = load_prior(model_dir, vae.latent_dim, device=device)
     vocoder = load_vocoder(vocoder_dir, frontend.config, device=device)
-    return Generator(frontend, vae, prior, vocoder, device)
+    vae_sha256 = hashlib.sha256((model_dir / "vae.safetensors").read_bytes()).hexdigest()
+    return Generator(frontend, vae, prior, vocoder, device, vae_sha256)
 
 
 def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, sample_rate: int,

@@ -548,7 +548,7 @@ def sample_mel(generator: Any, seconds: float, seed: int = 0) -> int:
 
     samples = int(round(seconds * generator.sample_rate))
     with torch.inference_mode():
-        return sum(mel.shape[-1] for mel in generator.mels(samples, seed))
+        return sum(mel.shape[-1] for mel in generator.mels(generator.latents(samples, seed)))
 
 
 def sample_prior(generator: Any, seconds: float, seed: int = 0) -> int:

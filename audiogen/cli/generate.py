@@ -96,23 +96,15 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from audiogen.cli import one_line_errors
+
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         check_arguments(args)
         return _run(args)
-    except KeyboardInterrupt:
-        print("generate: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # one clear line, never a traceback, for anything users can cause
-        from audiogen.audio import AudioError
-        from audiogen.checkpoint import CheckpointError
-        from audiogen.config import ConfigError
-        from audiogen.frontend import FrontendMismatchError
 
-        if isinstance(err, (ValueError, OSError, AudioError, CheckpointError, ConfigError, FrontendMismatchError)):
-            print(f"generate: error: {err}", file=sys.stderr)
-            return 2
-        raise
+    return one_line_errors("generate", run)
 
 
 def _run(args: argparse.Namespace) -> int:

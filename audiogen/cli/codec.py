@@ -1,0 +1,204 @@
+"""What the VAE's encoder makes possible: a compact latent codec, and morphs between two clips.
+
+    audiogen encode piece.flac --out piece.npz      # float16 latents, about 32x smaller than PCM
+    audiogen decode piece.npz --out piece.wav       # back to audio (VAE decoder + vocoder)
+    audiogen morph a.flac b.flac --out morph.wav    # a's latents turning frame by frame into b's
+
+The .npz holds ``latents`` (float16, latent channels × frames), ``samples`` and ``sample_rate``
+of the original, the ``frontend`` settings (JSON) and ``vae_sha256``, the VAE that made them:
+decoding with another VAE is refused, since its latent space means something else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from audiogen.cli import one_line_errors
+from audiogen.cli.generate import default_threads
+
+FORMAT_VERSION = 1
+
+
+def _model_options(p: argparse.ArgumentParser, vocoder: bool = True) -> None:
+    p.add_argument("--model", help="spectrogram model folder (RUN/best of a VAE or prior run); default: bundled")
+    if vocoder:
+        p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+
+
+def _output_audio(name: str) -> str:
+    if Path(name).suffix.lower() not in (".wav", ".flac"):
+        raise ValueError(f"{name}: output must end in .wav or .flac")
+    return _writable(name)
+
+
+def _writable(name: str) -> str:
+    parent = Path(name).parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"{name}: folder {parent} does not exist or is not writable")
+    return name
+
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    from audiogen.generation import load_generator
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(default_threads())
+    return load_generator(args.model, getattr(args, "vocoder", None), device=device)
+
+
+def save_latents(path: str | Path, latents, samples: int, generator) -> dict[str, float]:
+    """Write a clip's latents (1, D, L) as float16 .npz; returns the sizes for the report."""
+    import dataclasses
+    import tempfile
+
+    import numpy as np
+
+    from audiogen.audio import publish_file
+
+    z = latents[0].float().cpu().numpy().astype(np.float16)
+    fields = {
+        "latents": z,
+        "samples": np.int64(samples),
+        "sample_rate": np.int64(generator.sample_rate),
+        "frontend": np.array(json.dumps(dataclasses.asdict(generator.frontend.config))),
+        "vae_sha256": np.array(generator.vae_sha256),
+        "format_version": np.int64(FORMAT_VERSION),
+    }
+    fd, tmp = tempfile.mkstemp(suffix=".npz.part", dir=Path(path).parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **fields)
+        publish_file(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"latent_bytes": z.nbytes, "pcm_bytes": 2 * samples, "file_bytes": Path(path).stat().st_size}
+
+
+def load_latents(path: str | Path, generator):
+    """(latents (1, D, L) float32, samples) of an ``encode`` file, checked against ``generator``."""
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    from audiogen.frontend import FrontendConfig, check_same_frontend
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a latent file of audiogen encode (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            fields = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a latent file of audiogen encode ({err})") from None
+    missing = {"latents", "samples", "frontend", "vae_sha256"} - set(fields)
+    if missing:
+        raise ValueError(f"{path}: not a latent file of audiogen encode (missing {', '.join(sorted(missing))})")
+    frontend = FrontendConfig(**json.loads(str(fields["frontend"])))
+    check_same_frontend(generator.frontend.config, frontend, str(path))
+    if str(fields["vae_sha256"]) != generator.vae_sha256:
+        raise ValueError(f"{path}: encoded by another VAE (sha256 {str(fields['vae_sha256'])[:12]}…, this one "
+                         f"{generator.vae_sha256[:12]}…); pass --model with the model that encoded it")
+    z = torch.from_numpy(fields["latents"].astype(np.float32))[None]
+    return z, int(fields["samples"])
+
+
+def encode_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="audiogen encode", description="Audio → the VAE's float16 latents (.npz).")
+    p.add_argument("audio", help="an audio file (anything libsndfile reads)")
+    p.add_argument("--out", required=True, help="the .npz to write")
+    _model_options(p, vocoder=False)
+    return _guarded(p, argv, _encode)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from audiogen.audio import load_audio
+
+    _writable(args.out)
+    generator = _load(args)
+    audio = load_audio(args.audio, generator.sample_rate)[0]
+    sizes = save_latents(args.out, generator.encode(audio), len(audio), generator)
+    seconds = len(audio) / generator.sample_rate
+    print(f"wrote {args.out}: {seconds:.1f} s in {sizes['latent_bytes']:,} bytes of latents "
+          f"({sizes['pcm_bytes'] / sizes['latent_bytes']:.1f}x smaller than 16-bit PCM, "
+          f"{8 * sizes['latent_bytes'] / seconds / 1000:.1f} kbit/s)", file=sys.stderr)
+    return 0
+
+
+def decode_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="audiogen decode", description="Latents of audiogen encode → audio.")
+    p.add_argument("latents", help="an .npz written by audiogen encode")
+    p.add_argument("--out", required=True, help="output file (.wav 16-bit or .flac), peak-normalised to -1 dBFS")
+    _model_options(p)
+    return _guarded(p, argv, _decode)
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from audiogen.generation import write_clip
+
+    _output_audio(args.out)
+    generator = _load(args)
+    z, samples = load_latents(args.latents, generator)
+    write_clip(generator.render([z], samples), args.out, generator.sample_rate)
+    print(f"wrote {args.out} ({samples / generator.sample_rate:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def morph_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="audiogen morph",
+        description="Encode two clips and decode a path between their latents: the first clip "
+                    "turning into the second over the length of the output.")
+    p.add_argument("first", help="the clip the morph starts as")
+    p.add_argument("second", help="the clip it ends as")
+    p.add_argument("--out", required=True, help="output file (.wav 16-bit or .flac)")
+    p.add_argument("--seconds", type=float, help="length of the output (default: the longer clip)")
+    p.add_argument("--at", type=float, help="a fixed blend instead of a morph: 0 is the first clip, 1 the second")
+    p.add_argument("--linear", action="store_true",
+                   help="blend latents linearly (default: slerp, which keeps their scale)")
+    _model_options(p)
+    return _guarded(p, argv, _morph)
+
+
+def _morph(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from audiogen.audio import load_audio
+    from audiogen.generation import write_clip
+    from audiogen.spec import interpolate
+
+    _output_audio(args.out)
+    if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 3600):
+        raise ValueError(f"--seconds must be in (0, 3600], got {args.seconds}")
+    if args.at is not None and not 0 <= args.at <= 1:
+        raise ValueError(f"--at must be between 0 and 1, got {args.at}")
+    generator = _load(args)
+    clips = [load_audio(name, generator.sample_rate)[0] for name in (args.first, args.second)]
+    z_a, z_b = (generator.encode(audio) for audio in clips)
+    samples = round(args.seconds * generator.sample_rate) if args.seconds else max(len(c) for c in clips)
+    hop = generator.frontend.config.hop_length
+    length = math.ceil((samples // hop + 1) / generator.vae.time_ratio)
+    t = args.at if args.at is not None else torch.linspace(0.0, 1.0, length)
+    z = interpolate(z_a, z_b, t, length=length, spherical=not args.linear)
+    write_clip(generator.render([z], samples), args.out, generator.sample_rate)
+    print(f"wrote {args.out} ({samples / generator.sample_rate:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def _guarded(p: argparse.ArgumentParser, argv: list[str] | None, run) -> int:
+    args = p.parse_args(argv)
+    return one_line_errors(p.prog, lambda: run(args))
