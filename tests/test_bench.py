@@ -127,8 +127,17 @@ def test_vocoder_worker_measures_params_speed_and_memory(bench, tmp_path, monkey
 
 
 def test_run_process_reports_wall_time_memory_and_failures(bench, tmp_path):
-    wall, peak_mb = bench.run_process([sys.executable, "-c", "x = bytearray(80 * 2**20)"], tmp_path)
-    assert wall > 0 and peak_mb > 80  # the child's own peak, not this process's
+    import resource
+
+    ballast = bytearray(400 * 2**20)  # make this process clearly bigger than the children
+    ballast[:: 2**12] = b"x" * len(range(0, len(ballast), 2**12))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 400
+    small_wall, small = bench.run_process([sys.executable, "-c", "x = bytearray(80 * 2**20)"], tmp_path)
+    _, large = bench.run_process([sys.executable, "-c", "x = bytearray(160 * 2**20)"], tmp_path)
+    # the children's own peaks (interpreter + buffer), not this process's 400 MB
+    assert small_wall > 0 and 80 < small < 160 and 160 < large < 240
+    assert large - small == pytest.approx(80, abs=10)
+    del ballast
     with pytest.raises(RuntimeError, match="boom"):
         bench.run_process([sys.executable, "-c", "raise SystemExit('boom')"], tmp_path)
 

@@ -382,15 +382,8 @@ def measure_vocoder_worker(
 
 
 def _run_worker(args: list[str]) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if result.returncode:
-        raise RuntimeError(f"benchmark worker {args} failed:\n{result.stderr[-3000:]}")
+    # through the launcher, so that the worker's own peak RSS is its own (see LAUNCHER)
+    _, result = run_launched([sys.executable, str(Path(__file__).resolve()), *args], ROOT, stdout=subprocess.PIPE)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -597,22 +590,38 @@ def generate_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "audiogen.cli.generate"]
 
 
-def run_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall seconds, peak resident MB) of one process, from start to exit.
+# On Linux a child's peak RSS starts at its parent's size: the forked copy of the parent's memory
+# counts until exec, and exec keeps the maximum. Children of this benchmark (a few hundred MB of
+# torch and models) would all report at least that, so they are started by a small launcher
+# process, which reports the wall time and peak RSS of its own child in a JSON file.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+child.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+with open(sys.argv[1], "w") as report:
+    json.dump({"wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
+               "returncode": child.returncode}, report)
+sys.exit(min(abs(child.returncode), 255))
+"""
 
-    ``os.wait4`` returns the resource usage of exactly this child (RUSAGE_CHILDREN would be the
-    maximum over every child this benchmark ever waited for).
-    """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
-    proc.stderr.close()
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024  # kB on Linux
+
+def run_launched(cmd: list[str], cwd: Path, stdout: Any = subprocess.DEVNULL) -> tuple[dict[str, float], Any]:
+    """Run ``cmd`` through :data:`LAUNCHER`: ({wall_s, peak_rss_mb}, the CompletedProcess)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "usage.json"
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *cmd], cwd=cwd, stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, check=False)
+        if proc.returncode or not report.is_file():
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return json.loads(report.read_text()), proc
+
+
+def run_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of one process, from start to exit."""
+    usage, _ = run_launched(cmd, cwd)
+    return usage["wall_s"], usage["peak_rss_mb"]
 
 
 def bench_generate(
