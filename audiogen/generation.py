@@ -219,8 +219,11 @@ def _take(chunks: Iterator[torch.Tensor], frames: int) -> Iterator[torch.Tensor]
 
 
 def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path | None = None,
-                   device: str | torch.device = "cpu") -> Generator:
-    """The generation pipeline from exported folders (None: the models bundled with audiogen)."""
+                   device: str | torch.device = "cpu", with_prior: bool = True) -> Generator:
+    """The generation pipeline from exported folders (None: the models bundled with audiogen).
+
+    ``with_prior=False`` accepts a VAE-only folder (encode, decode, morph need no prior).
+    """
     model_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
     vocoder_dir = Path(vocoder_dir) if vocoder_dir is not None else pretrained_dir("vocoder")
     for path, what in ((model_dir, "spectrogram model"), (vocoder_dir, "vocoder")):
@@ -229,7 +232,7 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
     device = torch.device(device)
     vae, _ = load_vae(model_dir, device=device)
     frontend = MelFrontend(vae.frontend_config).to(device)
-    prior = load_prior(model_dir, vae.latent_dim, device=device)
+    prior = load_prior(model_dir, vae.latent_dim, device=device) if with_prior else None
     vocoder = load_vocoder(vocoder_dir, frontend.config, device=device)
     vae_sha256 = hashlib.sha256((model_dir / "vae.safetensors").read_bytes()).hexdigest()
     return Generator(frontend, vae, prior, vocoder, device, vae_sha256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -54,6 +55,16 @@ def test_encode_decode_round_trip(models, clips, tmp_path, capsys):
     assert code == 0, err
     back, rate = sf.read(tmp_path / "back.flac")
     assert rate == SR and len(back) == int(1.5 * SR)
+
+
+def test_a_vae_folder_without_prior_encodes(models, clips, tmp_path, capsys):
+    vae_only = tmp_path / "vae"
+    shutil.copytree(models["model"], vae_only)
+    (vae_only / "prior.safetensors").unlink()
+    assert audiogen(["encode", str(clips[0]), "--out", str(tmp_path / "z.npz"), "--model", str(vae_only)]) == 0
+    # the same VAE weights: the full folder decodes what the VAE-only one encoded
+    code, err = run(models, capsys, "decode", tmp_path / "z.npz", "--out", tmp_path / "back.wav")
+    assert code == 0, err
 
 
 def test_decode_refuses_what_it_cannot_decode(models, clips, tmp_path, capsys):

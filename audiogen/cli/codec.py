@@ -54,7 +54,7 @@ def _load(args: argparse.Namespace):
         raise ValueError("--device cuda: no CUDA device is available")
     if device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(default_threads())
-    return load_generator(args.model, getattr(args, "vocoder", None), device=device)
+    return load_generator(args.model, getattr(args, "vocoder", None), device=device, with_prior=False)
 
 
 def save_latents(path: str | Path, latents, samples: int, generator) -> dict[str, float]:
