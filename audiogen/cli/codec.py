@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from audiogen.cli import one_line_errors
-from audiogen.cli.generate import default_threads
+from audiogen.cli.generate import prepare_device
 
 FORMAT_VERSION = 1
 
@@ -44,16 +44,9 @@ def _writable(name: str) -> str:
 
 
 def _load(args: argparse.Namespace):
-    import torch
-
     from audiogen.generation import load_generator
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    if device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(default_threads())
+    device = prepare_device(args.device)
     return load_generator(args.model, getattr(args, "vocoder", None), device=device, with_prior=False)
 
 

@@ -60,6 +60,21 @@ def default_threads() -> int:
     return 1 if busy else cores
 
 
+def prepare_device(choice: str, threads: int | None = None) -> str:
+    """The torch device for ``--device auto|cpu|cuda``, with torch's CPU threads set."""
+    import torch
+
+    device = "cuda" if choice == "auto" and torch.cuda.is_available() else choice
+    device = "cpu" if device == "auto" else device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(default_threads())
+    return device
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse bad arguments before any model is loaded (ValueError with one clear line)."""
     import math
@@ -108,22 +123,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm.auto import tqdm
 
     from audiogen.audio import load_audio
     from audiogen.generation import load_generator, write_clip
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    if device == "auto":
-        device = "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    elif device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(default_threads())
-    generator = load_generator(args.model, args.vocoder, device=device)
+    generator = load_generator(args.model, args.vocoder, device=prepare_device(args.device, args.threads))
     like_audio = load_audio(args.like, generator.sample_rate)[0] if args.like else None
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log = sys.stderr
