@@ -44,7 +44,8 @@ def pretrained_dir(name: str) -> Path:
     return Path(str(resources.files("audiogen") / "pretrained" / name))
 
 
-def _frontend_of(config: dict[str, Any], where: str) -> FrontendConfig:
+def frontend_of_model_config(config: dict[str, Any], where: str) -> FrontendConfig:
+    """The frontend an exported model folder's ``config.yaml`` was trained with."""
     return from_dict(FrontendConfig, config.get("frontend") or {}, f"{where}: frontend")
 
 
@@ -58,7 +59,7 @@ def load_vocoder(model_dir: str | Path, frontend: FrontendConfig | None = None, 
     from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
 
     config, states = read_model_dir(model_dir, ["vocoder"])
-    found = _frontend_of(config, str(model_dir))
+    found = frontend_of_model_config(config, str(model_dir))
     if frontend is not None:
         check_same_frontend(frontend, found, f"vocoder {model_dir}")
     vocoder = build_vocoder(vocoder_config_from_dict(config.get("model") or {}), found)
@@ -72,7 +73,7 @@ def load_vae(model_dir: str | Path, frontend: FrontendConfig | None = None, devi
     from audiogen.spec import SpecVAE, SpecVAEConfig
 
     config, states = read_model_dir(model_dir, ["vae"])
-    found = _frontend_of(config, str(model_dir))
+    found = frontend_of_model_config(config, str(model_dir))
     if frontend is not None:
         check_same_frontend(frontend, found, f"model {model_dir}")
     vae_model = config.get("vae_model") or config.get("model") or {}

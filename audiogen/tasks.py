@@ -47,6 +47,7 @@ class TrainerConfig:
     vae_dir: str | None = None  # prior task: the exported VAE whose latents are modelled
     vocoder_dir: str | None = None  # vae/prior tasks: vocoder for validation audio (else Griffin-Lim)
     vae_model: dict[str, Any] | None = None  # prior task: filled from vae_dir so exports are self-contained
+    init_from: str | None = None  # fine-tuning: start the trained network from this exported model folder
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -387,6 +388,32 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
         return 2
 
 
+# Which file of an exported model folder holds each task's trained network.
+EXPORTED_NAMES = {"vocoder": ("generator", "vocoder"), "vae": ("vae", "vae"), "prior": ("prior", "prior")}
+
+
+def init_from_export(task: Any, config: TrainerConfig) -> None:
+    """Start the task's trained network from the exported folder ``config.init_from``.
+
+    Only the weights travel: optimiser, step and schedule start afresh (a new run), and the EMA
+    copies the loaded weights when the loop builds it. A folder made for another frontend, or
+    for another model shape, is refused before any step runs.
+    """
+    from audiogen.checkpoint import read_model_dir
+    from audiogen.generation import frontend_of_model_config
+
+    network, file = EXPORTED_NAMES[config.task]
+    saved, states = read_model_dir(config.init_from, [file])
+    check_same_frontend(config.frontend, frontend_of_model_config(saved, config.init_from),
+                        f"init_from {config.init_from}")
+    try:
+        task.networks[network].load_state_dict(states[file])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(
+            f"init_from {config.init_from}: its {file} does not fit this config's model ({first})") from err
+
+
 def _check_run_frontend(frontend: FrontendConfig, run_dir: Path) -> None:
     """Refuse to resume a run whose checkpoints were made for another frontend: its weights
     would load (the shapes may well match) and go on training on other features. The run's
@@ -425,6 +452,8 @@ def _train(config: TrainerConfig, args: Any) -> int:
     # process, so without this two runs of one config (or a run and its reference) differ.
     torch.manual_seed(config.train.seed)
     task = task_cls(config)
+    if config.init_from:  # a resumed run's checkpoint then replaces these weights
+        init_from_export(task, config)
     frames = config.train.segment_frames
     if config.task != "vocoder":
         ratio = task.networks.get("vae", getattr(task, "vae", None)).time_ratio
@@ -451,6 +480,8 @@ def _train(config: TrainerConfig, args: Any) -> int:
     if config.task == "prior":
         resolved["vae_model"] = to_dict(task.vae_config)
         provenance["vae_dir"] = str(Path(config.vae_dir).resolve())
+    if config.init_from:
+        provenance["init_from"] = str(Path(config.init_from).resolve())
     try:
         state = train(task, dataset, val_items, config.train, config.optim, args.out, accelerator,
                       resume=args.resume, provenance=provenance, resolved_config=resolved)

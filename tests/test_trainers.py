@@ -116,3 +116,31 @@ def test_bf16_autocast_path_trains(config_path, tiny_cache, tmp_path):
     reconstruction = "mel/l1" if "mel/l1" in fp32 else "rec/l1"
     assert bf16[reconstruction] == pytest.approx(fp32[reconstruction], rel=0.05)
     assert bf16[reconstruction] != fp32[reconstruction]
+
+
+def test_init_from_starts_a_run_from_an_exported_model(trained):
+    import torch
+
+    from audiogen.checkpoint import load_state_dict
+    from audiogen.config import ConfigError
+    from audiogen.frontend import FrontendMismatchError
+    from audiogen.tasks import SpecVAETask, VocoderTask, init_from_export, load_trainer_config
+
+    exported = trained / "voc" / "best"
+    config = load_trainer_config(ROOT / "configs/vocoder/tiny.yaml", [f"init_from={exported}"])
+    task = VocoderTask(config)
+    init_from_export(task, config)
+    saved = load_state_dict(exported / "vocoder.safetensors")
+    loaded = task.networks["generator"].state_dict()
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+
+    wider = load_trainer_config(ROOT / "configs/vocoder/tiny.yaml", [f"init_from={exported}", "model.dim=24"])
+    with pytest.raises(ConfigError, match="does not fit"):
+        init_from_export(VocoderTask(wider), wider)
+    other_frontend = load_trainer_config(ROOT / "configs/vocoder/tiny.yaml",
+                                         [f"init_from={exported}", "frontend.n_mels=64"])
+    with pytest.raises(FrontendMismatchError):
+        init_from_export(VocoderTask(other_frontend), other_frontend)
+    vae = load_trainer_config(ROOT / "configs/spec/tiny.yaml", [f"init_from={exported}"])
+    with pytest.raises(ValueError, match="no vae.safetensors"):  # a vocoder folder is no VAE
+        init_from_export(SpecVAETask(vae), vae)
