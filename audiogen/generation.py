@@ -137,7 +137,7 @@ class Generator:
         return _take(sampled, latent_frames)
 
     def mels(self, latents: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """The log-mel chunks (1, n_mels, f) the VAE decodes from a stream of latent chunks."""
+        """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks."""
         from audiogen.spec import decode_stream
 
         return decode_stream(self.vae, (z.to(self.device) for z in latents))
