@@ -477,6 +477,9 @@ def _train(config: TrainerConfig, args: Any) -> int:
         "parameters": {n: sum(p.numel() for p in m.parameters()) for n, m in task.networks.items()},
     }
     resolved = to_dict(config)
+    # the starting weights are history (provenance records them), not part of the model: an
+    # export's config must stay usable as a config after that folder is gone
+    resolved["init_from"] = None
     if config.task == "prior":
         resolved["vae_model"] = to_dict(task.vae_config)
         provenance["vae_dir"] = str(Path(config.vae_dir).resolve())

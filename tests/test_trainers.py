@@ -144,3 +144,15 @@ def test_init_from_starts_a_run_from_an_exported_model(trained):
     vae = load_trainer_config(ROOT / "configs/spec/tiny.yaml", [f"init_from={exported}"])
     with pytest.raises(ValueError, match="no vae.safetensors"):  # a vocoder folder is no VAE
         init_from_export(SpecVAETask(vae), vae)
+
+
+def test_init_from_run_records_it_in_provenance_not_in_the_exported_config(trained, tiny_cache, tmp_path):
+    import yaml
+
+    exported = trained / "voc" / "best"
+    run("train_vocoder.py", "--config", "configs/vocoder/tiny.yaml", "--data", tiny_cache,
+        "--out", tmp_path / "ft", "--set", f"init_from={exported}", "--max-steps", "2")
+    best = tmp_path / "ft" / "best"
+    assert json.loads((best / "provenance.json").read_text())["init_from"] == str(exported.resolve())
+    # the export's config stays a usable config once the folder it started from is gone
+    assert yaml.safe_load((best / "config.yaml").read_text())["init_from"] is None

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Rebuild the bundled default models from scratch on this kind of machine (2 CPU cores), the way
 # the shipped ones were made: render the demo set, prepare the cache, train the vocoder and the
-# spectrogram VAE/GAN side by side (one core each), then the latent prior on the VAE, and copy
-# the best exports into audiogen/pretrained/. Each stage has the wall-time budget the shipped
+# spectrogram VAE/GAN side by side (one core each), then the latent prior on the VAE, then a
+# second stage of the vocoder and the prior side by side, each started from the first stage's
+# export (`--set init_from=...`: the weights only; optimiser and schedule start afresh, which is
+# how the shipped models were continued after their first runs' checkpoints were lost), and
+# copy the exports into audiogen/pretrained/. Each stage has the wall-time budget the shipped
 # models had (train.max_minutes; their model cards, audiogen/pretrained/*/MODEL_CARD.md, give the
-# exact steps); set VOCODER_MINUTES, VAE_MINUTES, PRIOR_MINUTES to train longer.
+# exact steps); set the *_MINUTES variables to train longer.
 #
 #   bash tools/train_default.sh [MIDI_DIR] [METADATA_CSV]
 #
@@ -18,6 +21,8 @@ METADATA=${2:-$MIDI_DIR/maestro-midi.csv}
 VOCODER_MINUTES=${VOCODER_MINUTES:-31}
 VAE_MINUTES=${VAE_MINUTES:-105}
 PRIOR_MINUTES=${PRIOR_MINUTES:-59}
+VOCODER_STAGE2_MINUTES=${VOCODER_STAGE2_MINUTES:-95}
+PRIOR_STAGE2_MINUTES=${PRIOR_STAGE2_MINUTES:-80}
 export OMP_NUM_THREADS=1  # two trainers share two cores
 
 if [ -d "$MIDI_DIR" ]; then
@@ -36,8 +41,19 @@ $PY train_spec.py --config configs/spec/piano_cpu_prior.yaml --data data/cache -
   --set train.max_minutes="$PRIOR_MINUTES" --set vae_dir=runs/vae/best --resume
 wait "$vocoder"
 
-rm -rf audiogen/pretrained/spec audiogen/pretrained/vocoder
-mkdir -p audiogen/pretrained
-cp -r runs/prior/best audiogen/pretrained/spec
-cp -r runs/vocoder/best audiogen/pretrained/vocoder
+$PY train_vocoder.py --config configs/vocoder/piano_cpu.yaml --data data/cache --out runs/vocoder-ft \
+  --set init_from=runs/vocoder/best --set train.max_minutes="$VOCODER_STAGE2_MINUTES" --resume \
+  > runs-vocoder-ft.log 2>&1 &
+vocoder=$!
+$PY train_spec.py --config configs/spec/piano_cpu_prior.yaml --data data/cache --out runs/prior-ft \
+  --set vae_dir=runs/vae/best --set init_from=runs/prior/best --set train.max_minutes="$PRIOR_STAGE2_MINUTES" \
+  --resume
+wait "$vocoder"
+
+for name in spec vocoder; do  # keep the model cards; replace the weights, config and provenance
+  mkdir -p "audiogen/pretrained/$name"
+  find "audiogen/pretrained/$name" -maxdepth 1 -type f ! -name MODEL_CARD.md -delete
+done
+cp runs/prior-ft/best/* audiogen/pretrained/spec/
+cp runs/vocoder-ft/best/* audiogen/pretrained/vocoder/
 echo "bundled models updated; write their figures into audiogen/pretrained/*/MODEL_CARD.md"
