@@ -90,6 +90,7 @@ class VocoderTask(Task):
     """HiFi-GAN-style training of any :class:`audiogen.vocoder.Vocoder`."""
 
     ema_network = "generator"
+    exported_as = "vocoder"  # the file of an exported folder that holds ema_network
     LOSSES = {"mel/l1", "adv/gen", "adv/feat", "stft/mr"}
 
     def __init__(self, config: TrainerConfig):
@@ -183,7 +184,7 @@ class VocoderTask(Task):
         return metrics
 
     def export(self, ctx: ValContext) -> dict[str, nn.Module]:
-        return {"vocoder": ctx.networks["generator"]}
+        return {self.exported_as: ctx.networks["generator"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +195,7 @@ class SpecVAETask(Task):
     """The spectrogram VAE with a spectrogram discriminator (a VAE/GAN)."""
 
     ema_network = "vae"
+    exported_as = "vae"
     LOSSES = {"rec/l1", "kl/loss", "adv/gen", "adv/feat"}
 
     def __init__(self, config: TrainerConfig):
@@ -268,7 +270,7 @@ class SpecVAETask(Task):
         return {"val/loss": float(np.mean(errors)), "val/rec_l1": float(np.mean(errors))}
 
     def export(self, ctx: ValContext) -> dict[str, nn.Module]:
-        return {"vae": ctx.networks["vae"]}
+        return {self.exported_as: ctx.networks["vae"]}
 
 
 def write_validation_audio(task: Any, ctx: ValContext, mel: torch.Tensor, name: str) -> None:
@@ -297,6 +299,7 @@ class PriorTask(Task):
     """The latent prior, trained on a frozen VAE's posterior samples."""
 
     ema_network = "prior"
+    exported_as = "prior"
     LOSSES = {"prior/nll"}
 
     def __init__(self, config: TrainerConfig):
@@ -346,7 +349,7 @@ class PriorTask(Task):
         return {"val/loss": float(np.mean(nlls)), "val/prior_nll": float(np.mean(nlls))}
 
     def export(self, ctx: ValContext) -> dict[str, nn.Module]:
-        return {"vae": self.vae, "prior": ctx.networks["prior"]}
+        return {"vae": self.vae, self.exported_as: ctx.networks["prior"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,11 +391,7 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
         return 2
 
 
-# Which file of an exported model folder holds each task's trained network.
-EXPORTED_NAMES = {"vocoder": ("generator", "vocoder"), "vae": ("vae", "vae"), "prior": ("prior", "prior")}
-
-
-def init_from_export(task: Any, config: TrainerConfig) -> None:
+def init_from_export(task: Task, config: TrainerConfig) -> None:
     """Start the task's trained network from the exported folder ``config.init_from``.
 
     Only the weights travel: optimiser, step and schedule start afresh (a new run), and the EMA
@@ -402,7 +401,7 @@ def init_from_export(task: Any, config: TrainerConfig) -> None:
     from audiogen.checkpoint import read_model_dir
     from audiogen.generation import frontend_of_model_config
 
-    network, file = EXPORTED_NAMES[config.task]
+    network, file = task.ema_network, task.exported_as  # the network each task trains and exports
     saved, states = read_model_dir(config.init_from, [file])
     check_same_frontend(config.frontend, frontend_of_model_config(saved, config.init_from),
                         f"init_from {config.init_from}")
@@ -434,7 +433,7 @@ def _train(config: TrainerConfig, args: Any) -> int:
     from accelerate import Accelerator
 
     from audiogen.data import FullPieceDataset, SegmentDataset, open_cache
-    from audiogen.training import TrainingStopped, train
+    from audiogen.training import TrainingStopped, latest_checkpoint, train
 
     cache = open_cache(args.data)
     check_same_frontend(config.frontend, cache.frontend, f"cache {args.data}")
@@ -452,8 +451,8 @@ def _train(config: TrainerConfig, args: Any) -> int:
     # process, so without this two runs of one config (or a run and its reference) differ.
     torch.manual_seed(config.train.seed)
     task = task_cls(config)
-    if config.init_from:  # a resumed run's checkpoint then replaces these weights
-        init_from_export(task, config)
+    if config.init_from and not (args.resume and latest_checkpoint(Path(args.out))):
+        init_from_export(task, config)  # a resumed run takes its own checkpoint's weights
     frames = config.train.segment_frames
     if config.task != "vocoder":
         ratio = task.networks.get("vae", getattr(task, "vae", None)).time_ratio
