@@ -284,6 +284,12 @@ def _run_prepare(root: Path, cache: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _complete_entries(cache):
+    """Pieces a rerun counts as done: meta.json under its final name. A ``.tmp-`` folder gets its
+    meta.json before the rename, and pathlib's glob matches hidden names, so those are left out."""
+    return [p for p in cache.glob("*/*/meta.json") if not p.parent.name.startswith(".")]
+
+
 def test_killed_preparation_resumes_to_the_same_cache(tmp_path):
     rows = [(f"C{i}", f"T{i}", SPLITS[i % 3], 2004, f"2004/p{i}", 2.0 + 0.37 * i, "ok") for i in range(10)]
     root = make_maestro(tmp_path / "m", rows)
@@ -295,13 +301,12 @@ def test_killed_preparation_resumes_to_the_same_cache(tmp_path):
     proc = _run_prepare(root, cache)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        done = [p for s in SPLITS for p in (cache / s).glob("*/meta.json")] if cache.is_dir() else []
-        if len(done) >= 2:
+        if len(_complete_entries(cache)) >= 2:
             break
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
-    killed_at = len(list(cache.glob("*/*/meta.json")))
+    killed_at = len(_complete_entries(cache))
     # a half-written entry as a kill during np.save would leave it: never read, removed on rerun
     partial = cache / "train" / ".tmp-2004__p0-deadbeef.99999"
     partial.mkdir(parents=True, exist_ok=True)
