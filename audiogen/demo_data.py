@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,8 @@ SOUNDFONT_PATHS = (
 MIN_EVAL_FRACTION = 0.1
 GM_DRUM_CHANNEL = 9  # zero-based MIDI channel 10
 MAX_MISSES = 20  # a lazily measured split stops filling after this many pieces in a row did not fit
-TAIL_SECONDS = 3.0  # rendered audio kept after the MIDI's last event (release and reverb)
+TAIL_SECONDS = 3.0  # rendered audio kept after the last sounding note (release and reverb)
+LEAD_SECONDS = 0.25  # kept before the first note-on, so its attack is whole
 FADE_SECONDS = 0.05
 
 
@@ -186,21 +187,72 @@ def _parse(data: bytes | bytearray) -> tuple[int, list[_Track]]:
     return division, tracks
 
 
+def _seconds_of_ticks(division: int, tracks: list[_Track]) -> Callable[[int], float]:
+    """A function from absolute tick to seconds, with the file's tempo map applied."""
+    if division & 0x8000:  # SMPTE time: -frames per second, ticks per frame
+        ticks_per_second = (256 - (division >> 8)) * (division & 0xFF)
+        return lambda tick: tick / ticks_per_second
+    # (tick, seconds at that tick, tempo from there on); 120 bpm until the first tempo event
+    changes = sorted({tick: tempo for t in tracks for tick, tempo in t.tempos}.items())
+    segments = [(0, 0.0, 500_000)]
+    for tick, tempo in changes:
+        start, seconds, old = segments[-1]
+        if tick == start:
+            segments[-1] = (start, seconds, tempo)
+        else:
+            segments.append((tick, seconds + (tick - start) * old / (1e6 * division), tempo))
+
+    def seconds_at(tick: int) -> float:
+        start, seconds, tempo = next(seg for seg in reversed(segments) if seg[0] <= tick)
+        return seconds + (tick - start) * tempo / (1e6 * division)
+
+    return seconds_at
+
+
 def midi_duration(data: bytes) -> float:
     """Length of a Standard MIDI File in seconds (to its last event, tempo map applied)."""
     division, tracks = _parse(data)
-    end_tick = max(t.end_tick for t in tracks)
-    if division & 0x8000:  # SMPTE time: -frames per second, ticks per frame
-        fps = 256 - (division >> 8)
-        return end_tick / (fps * (division & 0xFF))
-    tempos = sorted({tick: tempo for t in tracks for tick, tempo in t.tempos}.items())
-    seconds, last_tick, tempo = 0.0, 0, 500_000  # 120 bpm until the first tempo event
-    for tick, new_tempo in tempos:
-        if tick >= end_tick:
-            break
-        seconds += (tick - last_tick) * tempo / (1e6 * division)
-        last_tick, tempo = tick, new_tempo
-    return seconds + (end_tick - last_tick) * tempo / (1e6 * division)
+    return _seconds_of_ticks(division, tracks)(max(t.end_tick for t in tracks))
+
+
+def note_span(data: bytes) -> tuple[float, float]:
+    """(first note-on, last sounding moment) of a Standard MIDI File, in seconds.
+
+    The last sounding moment is the latest note-off, or, when the sustain pedal (CC 64) is
+    still down then, the pedal's release after it. Real MAESTRO files carry events well beyond
+    that (a median 21 s in the test split, once 245 s), and some a long wait before the first
+    note: a renderer that keeps them writes minutes of digital silence.
+
+    Raises:
+        RenderError: the file has no notes.
+    """
+    division, tracks = _parse(data)
+    seconds_at = _seconds_of_ticks(division, tracks)
+    events = sorted((e.tick, e.status & 0xF0, e.status & 0x0F, e.data_pos) for t in tracks for e in t.events)
+    first_on = None
+    pedal_down: dict[int, bool] = {}
+    held_by_pedal: set[int] = set()  # channels whose notes ring on after their note-off
+    release = 0
+    for tick, kind, channel, pos in events:
+        velocity = data[pos + 1] if pos + 1 < len(data) else 0
+        if kind == 0x90 and velocity > 0:
+            first_on = tick if first_on is None else first_on
+            release = max(release, tick)
+        elif kind == 0x80 or kind == 0x90:
+            release = max(release, tick)
+            if pedal_down.get(channel):
+                held_by_pedal.add(channel)
+        elif kind == 0xB0 and data[pos] == 64:
+            down = data[pos + 1] >= 64
+            if not down and channel in held_by_pedal:
+                release = max(release, tick)
+                held_by_pedal.discard(channel)
+            pedal_down[channel] = down
+    if first_on is None:
+        raise RenderError("MIDI file has no notes")
+    if held_by_pedal:  # the pedal is never lifted: the notes ring to the end of the file
+        release = max(t.end_tick for t in tracks)
+    return seconds_at(first_on), seconds_at(release)
 
 
 def force_piano(data: bytes) -> bytes:
@@ -237,11 +289,15 @@ def force_piano(data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class RenderResult:
-    """What rendering one file produced (seconds, and peak before normalisation in dBFS)."""
+    """What rendering one file produced: seconds written, the MIDI file's own length, the peak
+    before normalisation in dBFS, and the silence cut before the first note and after the last
+    note's release (seconds)."""
 
     duration: float
     midi_duration: float
     raw_peak_dbfs: float
+    trimmed_head: float = 0.0
+    trimmed_tail: float = 0.0
 
 
 def render_midi(
@@ -289,23 +345,28 @@ def render_midi(
 
         audio, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
-    # FluidSynth plays to the last event and then renders until every voice has died away, which
-    # for an unreleased note can be tens of seconds far below hearing (-80 dBFS and less): keep a
-    # fixed tail for the release and the reverb, and fade out the last 50 ms so the cut is silent
-    keep = int(round((expected + TAIL_SECONDS) * rate))
-    if len(mono) > keep:
-        mono = mono[:keep].copy()
-        fade = int(FADE_SECONDS * rate)
+    # FluidSynth plays to the MIDI file's last event and then until every voice has died away
+    # (for an unreleased note, tens of seconds far below hearing). Keep the sounding span only:
+    # from just before the first note to a fixed tail after the last release, fading out the
+    # last 50 ms so the cut is silent. What lies outside it is digital silence or inaudible.
+    first_on, last_sound = note_span(midi)
+    start = int(round(max(0.0, first_on - LEAD_SECONDS) * rate))
+    stop = min(len(mono), int(round((last_sound + TAIL_SECONDS) * rate)))
+    if stop - start < int(round((last_sound - first_on) * rate)) - int(0.05 * rate):
+        raise RenderError(f"rendered {len(mono) / rate:.2f} s but the MIDI file's notes end at {last_sound:.2f} s")
+    trimmed_head, trimmed_tail = start / rate, max(0.0, expected - last_sound)
+    mono = mono[start:stop].copy()
+    fade = min(len(mono), int(FADE_SECONDS * rate))
+    if stop < len(audio) and fade:
         mono[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
     duration = len(mono) / rate
-    if duration < expected - 0.05:
-        raise RenderError(f"rendered {duration:.2f} s but the MIDI file lasts {expected:.2f} s")
     peak = float(np.max(np.abs(mono))) if mono.size else 0.0
     if peak < 1e-5:
         raise RenderError("rendered audio is silent (no notes?)")
     mono = (mono * (10 ** (peak_dbfs / 20) / peak)).astype(np.float32)
     save_audio(out_path, mono, rate)
-    return RenderResult(duration=duration, midi_duration=expected, raw_peak_dbfs=20 * math.log10(peak))
+    return RenderResult(duration=duration, midi_duration=expected, raw_peak_dbfs=20 * math.log10(peak),
+                        trimmed_head=trimmed_head, trimmed_tail=trimmed_tail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,11 +566,13 @@ class _Job:
     midi: bytes | None  # already converted (corpus) or None to read from midi_path
 
 
-def _render_job(job: _Job) -> tuple[MaestroRecord, str | None]:
-    """Worker: render one piece (skipping a finished FLAC); returns its row or an error."""
+def _render_job(job: _Job) -> tuple[MaestroRecord, str | None, tuple[float, float]]:
+    """Worker: render one piece (skipping a finished FLAC); returns its row or an error, and the
+    seconds of silence cut before its first note and after its last release."""
     record = job.candidate.record
     flac = job.out_dir / record.audio_filename
     midi_out = job.out_dir / record.midi_filename
+    trimmed = (0.0, 0.0)
     try:
         midi = job.midi if job.midi is not None else candidate_midi(job.candidate)
         midi_out.parent.mkdir(parents=True, exist_ok=True)
@@ -522,11 +585,14 @@ def _render_job(job: _Job) -> tuple[MaestroRecord, str | None]:
 
             info = sf.info(str(flac))
             duration = info.frames / info.samplerate
+            first_on, last_sound = note_span(midi)
+            trimmed = (max(0.0, first_on - LEAD_SECONDS), max(0.0, midi_duration(midi) - last_sound))
         else:
-            duration = render_midi(midi, flac).duration
+            result = render_midi(midi, flac)
+            duration, trimmed = result.duration, (result.trimmed_head, result.trimmed_tail)
     except Exception as err:  # one bad file must not stop the set
-        return record, f"{type(err).__name__}: {err}"
-    return replace(record, duration=round(duration, 3)), None
+        return record, f"{type(err).__name__}: {err}", trimmed
+    return replace(record, duration=round(duration, 3)), None, trimmed
 
 
 def _measure_corpus(candidate: Candidate) -> tuple[Candidate, bytes | None]:
@@ -540,11 +606,13 @@ def _measure_corpus(candidate: Candidate) -> tuple[Candidate, bytes | None]:
 
 @dataclass
 class BuildReport:
-    """The rows written and the pieces that failed (with the reason)."""
+    """The rows written, the pieces that failed (with the reason), and per rendered piece the
+    seconds of silence cut before its first note and after its last release."""
 
     records: list[MaestroRecord]
     failed: list[tuple[str, str]]
     csv_path: Path
+    trimmed: list[tuple[float, float]] = field(default_factory=list)
 
 
 def build_demo_dataset(
@@ -592,7 +660,7 @@ def build_demo_dataset(
         counts = {s: sum(c.record.split == s for c in chosen) for s in SPLITS}
         log(f"rendering {len(chosen)} pieces, {hours_chosen:.2f} h ({counts}) into {out_dir}")
         jobs = [_Job(c, out_dir, converted.get(c.record.midi_filename)) for c in chosen]
-        results: list[tuple[MaestroRecord, str | None]] = []
+        results: list[tuple[MaestroRecord, str | None, tuple[float, float]]] = []
         bar = tqdm(total=len(jobs), unit="piece", disable=not progress, desc="render")
         for result in pool.imap(_render_job, jobs):
             results.append(result)
@@ -600,11 +668,21 @@ def build_demo_dataset(
             if result[1] is not None:
                 bar.write(f"FAILED {result[0].midi_filename}: {result[1]}")
         bar.close()
-    records = [r for r, err in results if err is None]
-    failed = [(r.midi_filename, err) for r, err in results if err is not None]
+    records = [r for r, err, _ in results if err is None]
+    failed = [(r.midi_filename, err) for r, err, _ in results if err is not None]
+    trimmed = [cut for _, err, cut in results if err is None]
     csv_path = out_dir / "maestro-v3.0.0.csv"
     write_maestro_csv(records, csv_path)
-    return BuildReport(records=records, failed=failed, csv_path=csv_path)
+    return BuildReport(records=records, failed=failed, csv_path=csv_path, trimmed=trimmed)
+
+
+def describe_trimming(trimmed: Sequence[tuple[float, float]]) -> str:
+    """One line on the silence cut from rendered pieces: (head, tail) seconds per piece."""
+    heads = np.array([h for h, _ in trimmed], dtype=float)
+    tails = np.array([t for _, t in trimmed], dtype=float)
+    return (f"cut silence the MIDI files carry: {heads.sum():.0f} s before first notes (max {heads.max():.1f} s), "
+            f"{tails.sum():.0f} s after last releases (median {np.median(tails):.1f} s a piece, "
+            f"max {tails.max():.1f} s); {TAIL_SECONDS:g} s kept after each last release")
 
 
 def _needs_measure(candidates: Sequence[Candidate]) -> bool:

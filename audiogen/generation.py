@@ -84,12 +84,11 @@ def load_vae(model_dir: str | Path, frontend: FrontendConfig | None = None, devi
 
 
 def load_prior(model_dir: str | Path, latent_dim: int, device: str | torch.device = "cpu"):
-    """Load the latent prior of an exported ``prior`` model folder."""
-    from audiogen.spec import LatentPrior, LatentPriorConfig
+    """Load the latent prior (any family of :mod:`audiogen.priors`) of an exported ``prior`` model folder."""
+    from audiogen.priors import build_prior
 
     config, states = read_model_dir(model_dir, ["prior"])
-    prior_config = from_dict(LatentPriorConfig, config.get("model") or {}, f"{model_dir}: model")
-    prior = LatentPrior.from_config(prior_config, latent_dim=latent_dim)
+    prior = build_prior(config.get("model") or {}, latent_dim, f"{model_dir}: model")
     prior.load_state_dict(states["prior"])
     return prior.eval().to(device)
 

@@ -296,24 +296,24 @@ def write_validation_audio(task: Any, ctx: ValContext, mel: torch.Tensor, name: 
 
 
 class PriorTask(Task):
-    """The latent prior, trained on a frozen VAE's posterior samples."""
+    """The latent prior (any family of :mod:`audiogen.priors`), trained on a frozen VAE's posterior samples."""
 
     ema_network = "prior"
     exported_as = "prior"
-    LOSSES = {"prior/nll"}
+    LOSSES = {"prior/nll", "prior/flow_mse"}
 
     def __init__(self, config: TrainerConfig):
         from audiogen.generation import load_vae
-        from audiogen.spec import LatentPrior, LatentPriorConfig
+        from audiogen.priors import build_prior
 
         _check_loss_names(config.loss_weights, self.LOSSES)
         self.config = config
         self.frontend = MelFrontend(config.frontend)
         self.vae, self.vae_config = load_vae(config.vae_dir, config.frontend)
         self.vae.requires_grad_(False).eval()
-        self.model_config = from_dict(LatentPriorConfig, config.model, "model")
-        prior = LatentPrior.from_config(self.model_config, latent_dim=self.vae.latent_dim)
-        self.networks = {"prior": prior}
+        self.networks = {"prior": build_prior(config.model, latent_dim=self.vae.latent_dim)}
+        # the mixture prior's loss is a likelihood, the flow prior's a velocity error: not comparable
+        self.loss_name = "prior/flow_mse" if config.model.get("kind") == "flow_prior" else "prior/nll"
         self._vocoder = None
 
     def _latents(self, mel: torch.Tensor) -> torch.Tensor:
@@ -325,10 +325,10 @@ class PriorTask(Task):
 
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
         z = self._latents(batch["mel"])  # (B, D, L)
-        nll = ctx.networks["prior"](z)  # forward is the loss, so DDP syncs its gradients
-        ctx.backward(nll)
+        loss = ctx.networks["prior"](z)  # forward is the loss, so DDP syncs its gradients
+        ctx.backward(loss)
         ctx.optimizer_step("prior")
-        return {"prior/nll": nll.item()}
+        return {self.loss_name: loss.item()}
 
     def validate(self, ctx: ValContext) -> dict[str, float]:
         from audiogen.plots import save_spectrograms
@@ -336,7 +336,7 @@ class PriorTask(Task):
         prior = ctx.networks["prior"]
         items = _val_audio(ctx.val_items, self.config.train.val_seconds, self.config.frontend)
         torch.manual_seed(0)
-        nlls = [prior.loss(self._latents(item["mel"].to(ctx.device)[None])).item() for item in items]
+        losses = [prior.loss(self._latents(item["mel"].to(ctx.device)[None])).item() for item in items]
         generator = torch.Generator().manual_seed(ctx.step)
         frames = int(self.config.train.val_seconds * self.config.frontend.frame_rate) // self.vae.time_ratio
         z = prior.sample(frames, temperature=1.0, generator=generator).to(ctx.device)
@@ -346,7 +346,8 @@ class PriorTask(Task):
                                                         "generated": sample.cpu().numpy()},
                           self.config.frontend.frame_rate, f"prior step {ctx.step}")
         write_validation_audio(self, ctx, sample, "sample")
-        return {"val/loss": float(np.mean(nlls)), "val/prior_nll": float(np.mean(nlls))}
+        val_name = "val/" + self.loss_name.replace("/", "_")
+        return {"val/loss": float(np.mean(losses)), val_name: float(np.mean(losses))}
 
     def export(self, ctx: ValContext) -> dict[str, nn.Module]:
         return {"vae": self.vae, self.exported_as: ctx.networks["prior"]}

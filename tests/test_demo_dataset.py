@@ -13,10 +13,12 @@ from audiogen.demo_data import (
     RenderError,
     _parse,
     build_demo_dataset,
+    describe_trimming,
     find_fluidsynth,
     find_soundfont,
     force_piano,
     midi_duration,
+    note_span,
     render_midi,
     select_by_hours,
     split_targets,
@@ -65,6 +67,22 @@ def test_midi_duration_follows_the_tempo_map():
     assert midi_duration(smf([notes])) == pytest.approx(2.0)  # 120 bpm by default
     with pytest.raises(RenderError, match="not a Standard MIDI"):
         midi_duration(b"RIFF....")
+
+
+def test_note_span_ends_at_the_last_release_and_the_pedal_lifted_after_it():
+    # 120 bpm, 480 ticks a beat: a note from 2 s to 3 s, then a stray controller event at 30 s
+    notes = [(1920, b"\x90\x3c\x40"), (960, b"\x80\x3c\x00"), (25920, b"\xb0\x07\x64")]
+    assert note_span(smf([notes])) == pytest.approx((2.0, 3.0))
+    assert midi_duration(smf([notes])) == pytest.approx(30.0)
+    # the same note released at 3 s while the pedal is down rings until the pedal is lifted at 4 s
+    pedalled = [(0, b"\xb0\x40\x7f"), (1920, b"\x90\x3c\x40"), (960, b"\x90\x3c\x00"),
+                (960, b"\xb0\x40\x00"), (24000, b"\xb0\x07\x64")]
+    assert note_span(smf([pedalled])) == pytest.approx((2.0, 4.0))
+    # a pedal never lifted: the notes ring to the end of the file
+    held = pedalled[:3] + [(25920, b"\xb0\x07\x64")]
+    assert note_span(smf([held]))[1] == pytest.approx(midi_duration(smf([held])))
+    with pytest.raises(RenderError, match="no notes"):
+        note_span(smf([[(0, b"\xb0\x07\x64")]]))
 
 
 def test_force_piano_rewrites_programs_banks_and_the_drum_channel():
@@ -150,6 +168,21 @@ def test_render_is_piano_level_set_and_deterministic(tmp_path):
     # the program change to 40 (violin) was rewritten: the same file as given program 0 renders identically
     render_midi(smf([[(0, tempo(500_000))], melody(program=0, notes=4, ticks=240)]), tmp_path / "c.flac")
     assert (tmp_path / "c.flac").read_bytes() == (tmp_path / "a.flac").read_bytes()
+
+
+@needs_fluidsynth
+def test_render_cuts_the_silence_a_midi_file_carries_and_says_so(tmp_path):
+    # notes from 2 s to 3 s, and the file's last event at 40 s (as real MAESTRO files have)
+    notes = [(1920, b"\x90\x3c\x60"), (960, b"\x80\x3c\x00"), (35520, b"\xb0\x07\x64")]
+    result = render_midi(smf([notes]), tmp_path / "a.flac")
+    audio, sr = sf.read(tmp_path / "a.flac", dtype="float32")
+    assert result.trimmed_head == pytest.approx(2.0 - 0.25, abs=1e-3)
+    assert result.trimmed_tail == pytest.approx(40.0 - 3.0, abs=1e-3)
+    assert len(audio) / sr == pytest.approx(result.duration) == pytest.approx(0.25 + 1.0 + 3.0, abs=0.01)
+    quiet = int(0.2 * sr)
+    assert np.abs(audio[:quiet]).max() < 1e-3 < np.abs(audio[quiet:]).max()  # the note starts 0.25 s in
+    line = describe_trimming([(result.trimmed_head, result.trimmed_tail), (0.0, 1.0)])
+    assert "2 s before first notes" in line and "38 s after last releases" in line
 
 
 @needs_fluidsynth

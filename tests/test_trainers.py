@@ -33,6 +33,8 @@ def trained(tiny_cache, tmp_path_factory):
     run("train_spec.py", "--config", "configs/spec/tiny.yaml", "--data", tiny_cache, "--out", out / "vae")
     run("train_spec.py", "--config", "configs/spec/tiny_prior.yaml", "--data", tiny_cache, "--out", out / "prior",
         "--set", f"vae_dir={out / 'vae' / 'best'}")
+    run("train_spec.py", "--config", "configs/spec/tiny_flow_prior.yaml", "--data", tiny_cache, "--out", out / "flow",
+        "--set", f"vae_dir={out / 'vae' / 'best'}")
     return out
 
 
@@ -53,6 +55,19 @@ def test_spec_runs_write_vae_and_prior(trained):
     assert (prior / "prior.safetensors").exists() and (prior / "vae.safetensors").exists()
     assert any("val/prior_nll" in r for r in metrics(trained / "prior"))
     assert list((trained / "prior" / "val").glob("*/sample.png"))
+
+
+def test_flow_prior_run_exports_and_generates(trained, tmp_path):
+    flow = trained / "flow"
+    rows = metrics(flow)
+    assert any("prior/flow_mse" in r for r in rows) and any("val/prior_flow_mse" in r for r in rows)
+    assert not any("prior/nll" in r for r in rows)  # not a likelihood: it is not logged as one
+    models = ["--model", flow / "best", "--vocoder", trained / "voc" / "best"]
+    for name in ("a.wav", "b.wav"):
+        run("-m", "audiogen.cli.generate", "--seconds", "2", "--seed", "3", "--out", tmp_path / name, *models)
+    audio, sr = sf.read(tmp_path / "a.wav", dtype="int16")
+    assert sr == 22050 and audio.shape == (2 * 22050,) and np.abs(audio).max() > 0
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
 
 
 def test_generate_from_trained_models_is_exact_and_repeatable(trained, tmp_path):

@@ -494,7 +494,8 @@ def export_random_generator(out_dir: Path) -> tuple[Path, Path]:
     from audiogen.checkpoint import export_model
     from audiogen.config import from_dict
     from audiogen.frontend import FrontendConfig
-    from audiogen.spec import LatentPrior, LatentPriorConfig, SpecVAE, SpecVAEConfig
+    from audiogen.priors import build_prior
+    from audiogen.spec import SpecVAE, SpecVAEConfig
     from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
 
     torch.manual_seed(0)
@@ -503,9 +504,7 @@ def export_random_generator(out_dir: Path) -> tuple[Path, Path]:
     prior_model = _model_section(GENERATOR_CONFIGS["prior"])
     vocoder_model = _model_section(GENERATOR_CONFIGS["vocoder"])
     vae = SpecVAE.from_config(from_dict(SpecVAEConfig, vae_model, "model"), frontend)
-    prior = LatentPrior.from_config(
-        from_dict(LatentPriorConfig, prior_model, "model"), latent_dim=vae.latent_dim
-    )
+    prior = build_prior(prior_model, latent_dim=vae.latent_dim)
     vocoder = build_vocoder(vocoder_config_from_dict(vocoder_model), frontend)
     note = {"note": "random weights for benchmarks"}
     spec_dir = export_model(

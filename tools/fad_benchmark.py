@@ -1,7 +1,7 @@
 """FAD of the generator against real piano audio, with the baselines that give the number meaning.
 
     python tools/fad_benchmark.py --reference DIR [--split test] [--model DIR --vocoder DIR]
-        [--num 200 --seconds 10] [--embedding vggish|mel] --out REPORT_DIR
+        [--num 200 --seconds 10] [--embedding vggish|mel] [--long-seconds 60 --long-num 48] --out REPORT_DIR
 
 The reference (a MAESTRO-layout folder with ``maestro-v3.0.0.csv``, whose ``--split`` is used,
 or any folder of audio) is cut into non-overlapping clips of ``--seconds``. Its pieces are
@@ -11,11 +11,27 @@ row, and each row scores one evaluation set of up to ``--num`` clips against it:
 - ``real (floor)``: clips of the other half B — what two real sets of this size score;
 - ``griffin-lim``: copy-synthesis of B through the log-mel frontend and Griffin-Lim;
 - ``vocoder``: copy-synthesis of B through the neural vocoder (what the vocoder alone costs);
+- ``vae round trip``: B encoded and decoded by the VAE, then vocoded (what the VAE loses, so
+  that the rest of the model row is what the latent prior gets wrong);
 - ``model``: clips generated from seeds by the spectrogram model and vocoder;
 - ``noise (ceiling)``: white noise at the loudness of B's clips.
 
+Clips that are (almost) all digital zero are left out of every set, the background included,
+and the report says how many: a handful of them moves FAD more than the music does.
+
+Every row and the background also get **music descriptors** (:mod:`audiogen.descriptors`:
+chroma entropy, onsets per second, silent fraction, spectral flatness, tonal ratio, and the
+Jensen-Shannon distance of the pitch-class histogram to the background's).
+
+**Long form** (``--long-seconds 60``): ``--long-num`` clips of that length are generated, and as
+many real excerpts of that length are cut from B's pieces; each is cut into windows of
+``--seconds``, and every window position gets its FAD against the same background and its
+descriptors, so drift shows as a rising line (``long_form.png``). Each long clip is also
+searched for a wash (:func:`audiogen.descriptors.wash_windows`); ``long_spectrograms.png``
+shows the first generated clips beside real excerpts on one colour scale.
+
 Rows that need the models are skipped, with the reason in the report, when the models (or
-``audiogen.generation``) cannot be loaded. Writes ``fad_benchmark.md`` (table),
+``audiogen.generation``) cannot be loaded. Writes ``fad_benchmark.md`` (tables),
 ``fad_benchmark.json``, ``fad_benchmark.png`` (bar chart with bootstrap intervals) and
 ``spectrograms.png`` (the first clip of every row) into ``--out``, plus a few clips of every
 row under ``clips/`` to listen to.
@@ -37,6 +53,7 @@ ROWS = {
     "real (floor)": "another real split (pieces not in the background)",
     "griffin-lim": "copy-synthesis: log-mel → Griffin-Lim",
     "vocoder": "copy-synthesis: log-mel → neural vocoder",
+    "vae round trip": "log-mel → VAE encode/decode → neural vocoder",
     "model": "generated from seeds (spectrogram model + vocoder)",
     "noise (ceiling)": "white noise at the clips' RMS",
 }
@@ -50,6 +67,8 @@ class Row:
     seconds_to_make: float = 0.0
     skipped: str | None = None
     result: dict | None = None
+    silent_dropped: int = 0
+    descriptors: dict | None = None
 
 
 def reference_files(root: Path, split: str) -> tuple[list[Path], str]:
@@ -73,25 +92,27 @@ def cut_clips(audio: np.ndarray, length: int) -> list[np.ndarray]:
 def split_reference(
     files: list[Path], sample_rate: int, seconds: float, num: int, seed: int
 ) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """Two halves of reference clips from disjoint pieces, up to ``num`` clips each."""
+    """Two halves of reference clips from disjoint pieces, up to ``num`` clips each.
+
+    The info dict names the pieces of each half (``eval_files``: the paths of half B)."""
     from audiogen.audio import load_audio
 
     rng = np.random.default_rng(seed)
     order = [files[i] for i in rng.permutation(len(files))]
     length = int(round(seconds * sample_rate))
     halves: list[list[np.ndarray]] = [[], []]
-    pieces: list[list[str]] = [[], []]
+    pieces: list[list[Path]] = [[], []]
     if len(order) >= 2:
         for index, path in enumerate(order):
             audio, _ = load_audio(path, sample_rate=sample_rate)
             halves[index % 2] += cut_clips(audio, length)
-            pieces[index % 2].append(path.name)
+            pieces[index % 2].append(path)
         how = "pieces alternate between the halves"
     else:  # one piece only: alternate its clips (the floor is then optimistic)
         audio, _ = load_audio(order[0], sample_rate=sample_rate)
         clips = cut_clips(audio, length)
         halves = [clips[0::2], clips[1::2]]
-        pieces = [[order[0].name], [order[0].name]]
+        pieces = [[order[0]], [order[0]]]
         how = "one piece: its clips alternate between the halves (optimistic floor)"
     chosen = []
     for half in halves:
@@ -99,8 +120,47 @@ def split_reference(
             keep = sorted(rng.choice(len(half), size=num, replace=False))
             half = [half[i] for i in keep]
         chosen.append(half)
-    info = {"split": how, "pieces_background": len(pieces[0]), "pieces_eval": len(pieces[1])}
+    info = {"split": how, "pieces_background": len(pieces[0]), "pieces_eval": len(pieces[1]),
+            "eval_files": pieces[1]}
     return chosen[0], chosen[1], info
+
+
+def drop_digital_silence(clips: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """The clips that are not (almost) all digital zero, and how many were dropped."""
+    from audiogen.descriptors import is_digital_silence
+
+    kept = [c for c in clips if not is_digital_silence(c)]
+    return kept, len(clips) - len(kept)
+
+
+def long_excerpts(files: list[Path], sample_rate: int, seconds: float, num: int, seed: int) -> list[np.ndarray]:
+    """Up to ``num`` non-overlapping excerpts of ``seconds`` from ``files``, taken round-robin
+    over the pieces (each piece's first, then each one's second, ...), digital silence left out."""
+    from audiogen.audio import load_audio
+    from audiogen.descriptors import is_digital_silence
+
+    length = int(round(seconds * sample_rate))
+    per_piece = []
+    for path in files:
+        audio, _ = load_audio(path, sample_rate=sample_rate)
+        per_piece.append([c for c in cut_clips(audio, length) if not is_digital_silence(c)])
+    rng = np.random.default_rng(seed)
+    for clips in per_piece:
+        rng.shuffle(clips)
+    out: list[np.ndarray] = []
+    for depth in range(max((len(c) for c in per_piece), default=0)):
+        out += [clips[depth] for clips in per_piece if depth < len(clips)]
+    return out[:num]
+
+
+def describe_set(clips: list[np.ndarray], sample_rate: int, label: str) -> dict:
+    """Set-level music descriptors (:func:`audiogen.descriptors.summarize`) of in-memory clips."""
+    from tqdm import tqdm
+
+    from audiogen.descriptors import describe_clip, summarize
+
+    return summarize([describe_clip(c, sample_rate)
+                      for c in tqdm(clips, desc=f"descriptors: {label}", unit="clip", disable=None)])
 
 
 def griffin_lim_clips(frontend, clips: list[np.ndarray], n_iter: int, batch: int = 8) -> list[np.ndarray]:
@@ -200,12 +260,68 @@ def markdown_table(report: dict) -> str:
             f"| {row['name']} | {row['description']} | {row['clips']} | {row['embeddings']} | "
             f"{_fmt(row['fad'])} | {_fmt(ci[0])}–{_fmt(ci[1])} | {_fmt(row['fad_inf'])} |"
         )
+    dropped = report["reference"].get("silent_clips_dropped", {})
+    row_dropped = {r["name"]: r.get("silent_clips_dropped", 0) for r in report["rows"] if not r.get("skipped")}
+    lines += ["", f"Digital silence left out: {dropped.get('background', 0)} background clips; per row "
+              + ", ".join(f"{name} {n}" for name, n in row_dropped.items()) + "."]
+    lines += ["", *descriptor_table(report)]
+    warned = [(r["name"], w) for r in report["rows"] if not r.get("skipped") for w in r.get("warnings", [])
+              if "covariance is singular" in w]
     notes = [r for r in report["rows"] if r.get("skipped")]
-    if notes or report["notes"]:
+    if notes or report["notes"] or warned:
         lines.append("")
         lines += [f"- {row['name']}: {row['skipped']}" for row in notes]
+        lines += [f"- **warning**, {name}: {w}" for name, w in warned]
         lines += [f"- {note}" for note in report["notes"]]
+    if report.get("long_form"):
+        lines += ["", *long_form_table(report["long_form"])]
     return "\n".join(lines) + "\n"
+
+
+def _descriptor_cells(d: dict | None, vs: dict | None) -> str:
+    if d is None:
+        return "– | – | – | – | – | –"
+    js = vs["pitch_class_js"] if vs else 0.0
+    return (f"{d['chroma_entropy']:.2f} | {d['onsets_per_second']:.2f} | {d['silent_fraction']:.3f} | "
+            f"{d['spectral_flatness']:.4f} | {d['tonal_ratio']:.2f} | {js:.3f}")
+
+
+def descriptor_table(report: dict) -> list[str]:
+    """Music descriptors of the background and every row (means over clips)."""
+    lines = ["Music descriptors (means over clips; `audiogen.descriptors`). Chroma entropy in bits "
+             "(at most 3.58); pitch-class JS: Jensen-Shannon distance of the row's pitch-class histogram "
+             "to the background's (bits).", "",
+             "| set | chroma entropy | onsets/s | silent frames | spectral flatness | tonal ratio | pitch-class JS |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| background | {_descriptor_cells(report['background_descriptors'], None)} |"]
+    for row in report["rows"]:
+        if not row.get("skipped"):
+            lines.append(f"| {row['name']} | {_descriptor_cells(row['descriptors'], row['vs_reference'])} |")
+    return lines
+
+
+def long_form_table(long: dict) -> list[str]:
+    """FAD and descriptors per window position of the long clips, and their washes."""
+    lines = [f"Long form: clips of {long['seconds']:g} s cut into windows of {long['window_seconds']:g} s, "
+             "each window position scored against the same background (`long_form.png`).", ""]
+    for name, data in long["sets"].items():
+        washed = [round(t, 1) for t in data["first_wash_seconds"] if t is not None]
+        lines += [f"**{name}**: {data['clips']} clips; {data['washed_clips']} switch into a wash"
+                  + (f" (first wash window starts at {washed} s)" if washed else "") + ".", "",
+                  "| window | clips | FAD | chroma entropy | onsets/s | silent frames | spectral flatness | "
+                  "tonal ratio | pitch-class JS |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for w in data["windows"]:
+            span = f"{w['start']:g}–{w['start'] + long['window_seconds']:g} s"
+            lines.append(f"| {span} | {w['clips']} | {_fmt(w.get('fad'))} | "
+                         f"{_descriptor_cells(w['descriptors'], w['vs_reference'])} |")
+        first, last = data["windows"][0].get("fad"), data["windows"][-1].get("fad")
+        if first and last:
+            lines += ["", f"Drift ({name}): last window's FAD / first window's = {last / first:.2f}."]
+        warned = sorted({x for w in data["windows"] for x in w.get("warnings", [])})
+        lines += [f"- **warning**: {x}" for x in warned]
+        lines.append("")
+    return lines
 
 
 def bar_chart(report: dict, path: Path) -> None:
@@ -256,16 +372,140 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--griffin-lim-iters", type=int, default=32)
     p.add_argument("--keep-clips", type=int, default=2, help="example clips per row written under clips/")
+    p.add_argument("--long-seconds", type=float, default=0.0,
+                   help="long-form mode: length of the long clips, cut into --seconds windows (default 0: off)")
+    p.add_argument("--long-num", type=int, default=48, help="long clips generated (and real excerpts) in long form")
     p.add_argument("--out", required=True, help="report folder")
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
-    import torch
+def vae_round_trip_clips(generator, clips: list[np.ndarray]) -> list[np.ndarray]:
+    """Each clip encoded to the VAE's latents (posterior means), decoded and vocoded."""
     from tqdm import tqdm
 
+    out = []
+    for clip in tqdm(clips, desc="vae round trip", unit="clip", disable=None):
+        parts = list(generator.render([generator.encode(clip)], len(clip)))
+        out.append(np.concatenate(parts).astype(np.float32))
+    return out
+
+
+def generate_clips(generator, count: int, seconds: float, seed: int, temperature: float, label: str):
+    from tqdm import tqdm
+
+    return [np.asarray(generator.generate(seconds, seed=seed + i, temperature=temperature), dtype=np.float32)
+            for i in tqdm(range(count), desc=label, unit="clip", disable=None)]
+
+
+def score_row(background_set, clips, sample_rate, embedder, name, args) -> dict:
+    from audiogen.fad import embed_arrays, score_sets
+
+    evaluation = embed_arrays(clips, sample_rate, embedder, source=name, progress=True)
+    return score_sets(background_set, evaluation, n_bootstrap=args.bootstrap, seed=args.seed)
+
+
+def windows_of(clips: list[np.ndarray], length: int) -> list[list[np.ndarray]]:
+    """Window position k → the k-th window of every clip (clips cut into ``length`` samples)."""
+    cut = [cut_clips(c, length) for c in clips]
+    positions = min((len(c) for c in cut), default=0)
+    return [[c[k] for c in cut] for k in range(positions)]
+
+
+def long_form(args, generator, background_set, background_descriptors, embedder, eval_files, sample_rate,
+              out: Path) -> dict:
+    """FAD and descriptors per window position of long generated clips and real excerpts, and washes."""
+    from audiogen.descriptors import compare_to_reference, wash_windows
+
+    length = int(round(args.seconds * sample_rate))
+    sets = {"real": long_excerpts(eval_files, sample_rate, args.long_seconds, args.long_num, args.seed)}
+    if generator is not None:
+        sets["model"] = generate_clips(generator, args.long_num, args.long_seconds, args.seed + 100_000,
+                                       args.temperature, f"generating {args.long_seconds:g} s")
+    report: dict = {"seconds": args.long_seconds, "window_seconds": args.seconds, "sets": {}}
+    for name, clips in sets.items():
+        positions = []
+        for k, window in enumerate(windows_of(clips, length)):
+            kept, _ = drop_digital_silence(window)
+            label = f"{name} window {k}"
+            row = {"start": k * args.seconds, "clips": len(kept)}
+            if len(kept) >= 2:
+                result = score_row(background_set, kept, sample_rate, embedder, label, args)
+                row.update(fad=result["fad"], fad_ci=result["fad_ci"], embeddings=result["eval"]["embeddings"],
+                           warnings=[w for w in result["warnings"] if "covariance is singular" in w])
+            descriptors = describe_set(kept, sample_rate, label) if kept else None
+            row["descriptors"] = descriptors
+            row["vs_reference"] = compare_to_reference(descriptors, background_descriptors) if kept else None
+            positions.append(row)
+            for warning in row.get("warnings", []):
+                print(f"warning: {label}: {warning}", flush=True)
+        washes = [wash_windows(c, sample_rate) for c in clips]
+        report["sets"][name] = {
+            "clips": len(clips),
+            "windows": positions,
+            "washed_clips": sum(bool(w) for w in washes),
+            "first_wash_seconds": [w[0][0] if w else None for w in washes],
+        }
+        print(f"long form, {name}: {len(clips)} clips of {args.long_seconds:g} s, "
+              f"{report['sets'][name]['washed_clips']} with a wash", flush=True)
+    long_form_plot(report, out / "long_form.png")
+    long_spectrograms(sets, sample_rate, out / "long_spectrograms.png", generator)
+    return report
+
+
+def long_form_plot(report: dict, path: Path) -> None:
+    """FAD and descriptors per window position, one line per set: drift shows as a slope."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("FAD", lambda w: w.get("fad")),
+              ("chroma entropy (bits)", lambda w: (w["descriptors"] or {}).get("chroma_entropy")),
+              ("onsets per second", lambda w: (w["descriptors"] or {}).get("onsets_per_second")),
+              ("pitch-class JS distance to background", lambda w: (w["vs_reference"] or {}).get("pitch_class_js")),
+              ("tonal ratio", lambda w: (w["descriptors"] or {}).get("tonal_ratio")),
+              ("silent fraction", lambda w: (w["descriptors"] or {}).get("silent_fraction"))]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    colors = {"real": "#1f77b4", "model": "#d62728"}
+    for ax, (title, value) in zip(axes.flat, panels, strict=True):
+        for name, data in report["sets"].items():
+            xs = [w["start"] + report["window_seconds"] / 2 for w in data["windows"]]
+            ys = [value(w) for w in data["windows"]]
+            ax.plot(xs, [np.nan if y is None else y for y in ys], "o-", color=colors.get(name), label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("window centre (s)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend()
+    fig.suptitle(f"long form: {report['seconds']:g} s clips in {report['window_seconds']:g} s windows")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def long_spectrograms(sets: dict, sample_rate: int, path: Path, generator, count: int = 4) -> None:
+    """The first ``count`` clips of each long set as log-mel pictures on one colour scale."""
+    import torch
+
+    from audiogen.frontend import FrontendConfig, MelFrontend
+    from audiogen.plots import save_spectrograms
+
+    frontend = MelFrontend(generator.frontend.config if generator is not None else FrontendConfig())
+    panels = {}
+    with torch.inference_mode():
+        for i in range(count):
+            for name, clips in sets.items():
+                if i < len(clips):
+                    panels[f"{name} {i + 1}"] = frontend(torch.from_numpy(clips[i])).numpy()
+    if panels:
+        save_spectrograms(path, panels, frontend.config.frame_rate, "long clips, generated beside real excerpts")
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
     from audiogen.audio import RESAMPLER
-    from audiogen.fad import embed_arrays, make_embedder, score_sets
+    from audiogen.descriptors import compare_to_reference
+    from audiogen.fad import embed_arrays, make_embedder
     from audiogen.frontend import FrontendConfig, MelFrontend
 
     out = Path(args.out)
@@ -280,46 +520,52 @@ def run(args: argparse.Namespace) -> dict:
     sample_rate = frontend.config.sample_rate
     print(f"reference: {len(files)} files ({selection}), clips of {args.seconds:g} s at {sample_rate} Hz", flush=True)
     background, real, split_info = split_reference(files, sample_rate, args.seconds, args.num, args.seed)
+    eval_files = split_info.pop("eval_files")
+    background, silent_background = drop_digital_silence(background)
+    real, silent_real = drop_digital_silence(real)
     if len(background) < 2 or len(real) < 2:
         raise ValueError(f"{args.reference}: too little audio for two sets of {args.seconds:g} s clips")
+    if args.temperature is None:
+        from audiogen.generation import DEFAULT_TEMPERATURE
+
+        args.temperature = DEFAULT_TEMPERATURE
 
     rows = [Row(name, description) for name, description in ROWS.items()]
     by_name = {row.name: row for row in rows}
     by_name["real (floor)"].clips = real
-    started = time.time()
-    by_name["griffin-lim"].clips = griffin_lim_clips(frontend, real, args.griffin_lim_iters)
-    by_name["griffin-lim"].seconds_to_make = time.time() - started
-    by_name["noise (ceiling)"].clips = noise_clips(real, args.seed)
+    by_name["real (floor)"].silent_dropped = silent_real
+    makers = {
+        "griffin-lim": lambda: griffin_lim_clips(frontend, real, args.griffin_lim_iters),
+        "noise (ceiling)": lambda: noise_clips(real, args.seed),
+    }
     if generator is None:
-        for name in ("vocoder", "model"):
+        for name in ("vocoder", "vae round trip", "model"):
             by_name[name].skipped = model_note
     else:
+        makers["vocoder"] = lambda: [np.asarray(generator.vocode(frontend(torch.from_numpy(c)).numpy()),
+                                                dtype=np.float32) for c in real]
+        makers["vae round trip"] = lambda: vae_round_trip_clips(generator, real)
+        makers["model"] = lambda: generate_clips(generator, len(real), args.seconds, args.seed, args.temperature,
+                                                 "generating")
+    for name, make in makers.items():
         started = time.time()
         with torch.inference_mode():
-            mels = [frontend(torch.from_numpy(c)).numpy() for c in real]
-        by_name["vocoder"].clips = [np.asarray(generator.vocode(m), dtype=np.float32) for m in mels]
-        by_name["vocoder"].seconds_to_make = time.time() - started
-        started = time.time()
-        count = len(real)
-        from audiogen.generation import DEFAULT_TEMPERATURE
-
-        if args.temperature is None:
-            args.temperature = DEFAULT_TEMPERATURE
-        temperature = {"temperature": args.temperature}
-        by_name["model"].clips = [
-            np.asarray(generator.generate(args.seconds, seed=args.seed + i, **temperature), dtype=np.float32)
-            for i in tqdm(range(count), desc="generating", unit="clip", disable=None)
-        ]
-        by_name["model"].seconds_to_make = time.time() - started
+            clips = make()
+        by_name[name].clips, by_name[name].silent_dropped = drop_digital_silence(clips)
+        by_name[name].seconds_to_make = time.time() - started
 
     print(f"embedding background ({len(background)} clips)", flush=True)
     background_set = embed_arrays(background, sample_rate, embedder, source="background", progress=True)
+    background_descriptors = describe_set(background, sample_rate, "background")
     for row in rows:
         if row.skipped:
             print(f"{row.name}: skipped ({row.skipped})", flush=True)
             continue
-        evaluation = embed_arrays(row.clips, sample_rate, embedder, source=row.name, progress=True)
-        row.result = score_sets(background_set, evaluation, n_bootstrap=args.bootstrap, seed=args.seed)
+        if len(row.clips) < 2:
+            row.skipped = f"{row.silent_dropped} of its clips were digital silence: fewer than 2 left"
+            continue
+        row.result = score_row(background_set, row.clips, sample_rate, embedder, row.name, args)
+        row.descriptors = describe_set(row.clips, sample_rate, row.name)
         print(f"{row.name}: FAD {row.result['fad']:.4g} (FAD∞ {_fmt(row.result['fad_inf'])})", flush=True)
 
     save_examples(out / "clips", rows, sample_rate, args.keep_clips)
@@ -331,6 +577,7 @@ def run(args: argparse.Namespace) -> dict:
             "selection": selection,
             "files": len(files),
             "background_clips": len(background),
+            "silent_clips_dropped": {"background": silent_background, "eval": silent_real},
             **split_info,
         },
         "seconds": args.seconds,
@@ -343,6 +590,7 @@ def run(args: argparse.Namespace) -> dict:
         "resampler": RESAMPLER,
         "bootstrap": args.bootstrap,
         "level": 0.95,
+        "background_descriptors": background_descriptors,
         "rows": [
             {"name": r.name, "description": r.description, "skipped": r.skipped}
             if r.skipped
@@ -350,17 +598,23 @@ def run(args: argparse.Namespace) -> dict:
                 "name": r.name,
                 "description": r.description,
                 "clips": r.result["eval"]["files"],
+                "silent_clips_dropped": r.silent_dropped,
                 "embeddings": r.result["eval"]["embeddings"],
                 "fad": r.result["fad"],
                 "fad_ci": r.result["fad_ci"],
                 "fad_inf": r.result["fad_inf"],
                 "seconds_to_make": round(r.seconds_to_make, 2),
                 "warnings": r.result["warnings"],
+                "descriptors": r.descriptors,
+                "vs_reference": compare_to_reference(r.descriptors, background_descriptors),
             }
             for r in rows
         ],
         "notes": [] if identity.get("comparable_to_published") else [identity.get("note", "")],
     }
+    if args.long_seconds:
+        report["long_form"] = long_form(args, generator, background_set, background_descriptors, embedder,
+                                        eval_files, sample_rate, out)
     (out / "fad_benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "fad_benchmark.md").write_text(markdown_table(report))
     bar_chart(report, out / "fad_benchmark.png")

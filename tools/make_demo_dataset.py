@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--hours must be positive")
 
     from audiogen.data import DataError
-    from audiogen.demo_data import RenderError, build_demo_dataset
+    from audiogen.demo_data import RenderError, build_demo_dataset, describe_trimming
 
     try:
         report = build_demo_dataset(
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     hours = sum(r.duration for r in report.records) / 3600
     print(f"wrote {len(report.records)} pieces ({hours:.2f} h) and {report.csv_path}")
+    if report.trimmed:
+        print(describe_trimming(report.trimmed))
     for name, reason in report.failed:
         print(f"failed: {name}: {reason}")
     return 1 if report.failed else 0
