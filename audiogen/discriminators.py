@@ -1,5 +1,6 @@
 """GAN discriminators on raw audio: HiFi-GAN's multi-period and multi-scale ones, and a
-multi-resolution STFT discriminator (UnivNet, Vocos).
+multi-resolution STFT discriminator (UnivNet, Vocos); and on log-mel spectrograms, the
+spectrogram VAE's patch discriminator (:class:`SpecDiscriminator`).
 
 Every discriminator maps audio (B, 1, T) to ``(scores, feature_maps)``: one score tensor per
 sub-discriminator and, for each, the list of its intermediate activations (for the feature
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+from audiogen.frontend import FrontendConfig
 
 LRELU_SLOPE = 0.1
 
@@ -248,3 +251,111 @@ def build_discriminators(config: DiscriminatorConfig) -> DiscriminatorSet:
     if config.resolutions:
         members["mrd"] = MultiResolutionDiscriminator(tuple(tuple(r) for r in config.resolutions), config.width)
     return DiscriminatorSet(members)
+
+
+# --------------------------------------------------------------------------------------------
+# On log-mel spectrograms (the spectrogram VAE's adversary)
+
+
+@dataclass(frozen=True)
+class SpecDiscriminatorConfig:
+    """The spectrogram discriminator (the ``discriminator`` section of a ``vae`` config).
+
+    ``channels`` are the widths of the strided 2-D conv layers (each halves mel and time),
+    ``scales`` the number of time resolutions it judges (each one average-pooled by 2 more).
+    """
+
+    kind: str = "spec_patch"
+    channels: tuple[int, ...] = (32, 64, 128)
+    mel_kernel: int = 3
+    time_kernel: int = 5
+    scales: int = 2
+    mel_mean: float = -5.5
+    mel_std: float = 2.5
+
+    def __post_init__(self) -> None:
+        if self.kind != "spec_patch":
+            raise ValueError(f"kind must be 'spec_patch', got {self.kind!r}")
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must be positive, got {self.channels}")
+        if self.mel_kernel % 2 == 0 or self.time_kernel % 2 == 0:
+            raise ValueError("mel_kernel and time_kernel must be odd")
+        if self.scales < 1 or not self.mel_std > 0:
+            raise ValueError("scales must be >= 1 and mel_std positive")
+
+
+
+class _PatchDiscriminator(nn.Module):
+    """2-D convs over a (mel, time) image; each strided layer halves both axes."""
+
+    def __init__(self, channels: tuple[int, ...], mel_kernel: int, time_kernel: int):
+        super().__init__()
+        k, pad = (mel_kernel, time_kernel), (mel_kernel // 2, time_kernel // 2)
+        layers = [weight_norm(nn.Conv2d(1, channels[0], k, padding=pad))]
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers.append(weight_norm(nn.Conv2d(c_in, c_out, k, stride=2, padding=pad)))
+        layers.append(weight_norm(nn.Conv2d(channels[-1], channels[-1], k, stride=(2, 1), padding=pad)))
+        self.layers = nn.ModuleList(layers)
+        self.out = weight_norm(nn.Conv2d(channels[-1], 1, (3, 3), padding=1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features = []
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), LRELU_SLOPE)
+            features.append(x)
+        score = self.out(x)
+        features.append(score)
+        return score.flatten(1), features
+
+
+class SpecDiscriminator(nn.Module):
+    """Multi-scale patch discriminator on log-mels, in the vocoder discriminators' format.
+
+    ``forward(mel (B, n_mels, F))`` → (scores, feature_maps): one score tensor (B, N_k) per time
+    scale k (the mel average-pooled over 2^k frames) and, for each, the list of its activations,
+    so :mod:`audiogen.losses`' LSGAN and feature-matching losses apply unchanged. No layer mixes
+    examples, so real and generated mels may share a batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_mels: int,
+        channels: tuple[int, ...] = (32, 64, 128),
+        mel_kernel: int = 3,
+        time_kernel: int = 5,
+        scales: int = 2,
+        mel_mean: float = -5.5,
+        mel_std: float = 2.5,
+    ):
+        super().__init__()
+        self.n_mels = n_mels
+        self.mel_mean, self.mel_std = float(mel_mean), float(mel_std)
+        self.discriminators = nn.ModuleList(
+            _PatchDiscriminator(tuple(channels), mel_kernel, time_kernel) for _ in range(scales)
+        )
+
+    @classmethod
+    def from_config(cls, config: SpecDiscriminatorConfig, frontend: FrontendConfig) -> SpecDiscriminator:
+        return cls(
+            n_mels=frontend.n_mels,
+            channels=tuple(config.channels),
+            mel_kernel=config.mel_kernel,
+            time_kernel=config.time_kernel,
+            scales=config.scales,
+            mel_mean=config.mel_mean,
+            mel_std=config.mel_std,
+        )
+
+    def forward(self, mel: torch.Tensor) -> tuple[Scores, FeatureMaps]:
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"expected mel (B, {self.n_mels}, F), got {tuple(mel.shape)}")
+        x = ((mel - self.mel_mean) / self.mel_std).unsqueeze(1)  # (B, 1, n_mels, F)
+        scores, fmaps = [], []
+        for k, disc in enumerate(self.discriminators):
+            if k:
+                x = F.avg_pool2d(x, (1, 2), ceil_mode=True)
+            score, features = disc(x)
+            scores.append(score)
+            fmaps.append(features)
+        return scores, fmaps

@@ -1,7 +1,7 @@
 """A latent prior that can choose among many next frames: a causal transformer with a flow head.
 
 :class:`FlowPrior` models the VAE's latent frames (B, D, L) autoregressively, like
-:class:`audiogen.spec.LatentPrior`, but where that prior ends in one mixture of diagonal
+:class:`audiogen.mixture_prior.LatentPrior`, but where that prior ends in one mixture of diagonal
 Gaussians per frame — which cannot say "one of these many different next notes" and averages
 them into a held chord — this one ends in a small flow-matching network (a conditional
 velocity field, as in MAR, Li et al. 2024, with rectified flow's straight paths): given the
@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from audiogen.priors import one_thread
 
 TIME_FEATURES = 64  # sinusoidal features of the flow time
 
@@ -391,15 +393,13 @@ class FlowPrior(nn.Module):
         Each token takes its P normal numbers from ``generator`` (on the CPU) in order, so the
         frames depend on the seed, never on ``chunk_frames`` or the device.
         """
-        from audiogen.spec import _one_thread
-
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         state = self.begin(context)
         times = self._step_times()
         pending = torch.zeros(1, self.latent_dim, 0, device=self._device())
         while True:
-            with _one_thread(self._device()):
+            with one_thread(self._device()):
                 while pending.shape[-1] < chunk_frames:
                     noise = torch.randn(self.token_dim, generator=generator)
                     token = self.draw(state.summary, noise, temperature, times)

@@ -137,7 +137,7 @@ class Generator:
 
     def mels(self, latents: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks."""
-        from audiogen.spec import decode_stream
+        from audiogen.latents import decode_stream
 
         return decode_stream(self.vae, (z.to(self.device) for z in latents))
 
@@ -192,14 +192,14 @@ class Generator:
 
         ``amount`` 0 keeps the clip's own latents; 1 moves them a whole posterior spread away.
         """
-        from audiogen.spec import variation
+        from audiogen.latents import variation
 
         return variation(self.vae, self.encode(audio), amount, torch.Generator().manual_seed(seed))
 
     @torch.inference_mode()
     def encode(self, audio: np.ndarray) -> torch.Tensor:
         """The VAE's latents (1, D, L), posterior means, of mono audio at the generator's rate."""
-        from audiogen.spec import encode_clip
+        from audiogen.latents import encode_clip
 
         mel = self.frontend(torch.as_tensor(audio, device=self.device))[None]
         return encode_clip(self.vae, mel)

@@ -199,7 +199,8 @@ class SpecVAETask(Task):
     LOSSES = {"rec/l1", "kl/loss", "adv/gen", "adv/feat"}
 
     def __init__(self, config: TrainerConfig):
-        from audiogen.spec import SpecDiscriminator, SpecDiscriminatorConfig, SpecVAE, SpecVAEConfig
+        from audiogen.discriminators import SpecDiscriminator, SpecDiscriminatorConfig
+        from audiogen.spec import SpecVAE, SpecVAEConfig
 
         _check_loss_names(config.loss_weights, self.LOSSES)
         self.config = config

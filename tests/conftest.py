@@ -29,7 +29,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """Untrained tiny spectrogram (VAE + prior) and vocoder folders, exported as training does."""
     from audiogen.checkpoint import export_model
     from audiogen.config import from_dict, to_dict
-    from audiogen.spec import LatentPrior, LatentPriorConfig, SpecVAE, SpecVAEConfig
+    from audiogen.mixture_prior import LatentPrior, LatentPriorConfig
+    from audiogen.spec import SpecVAE, SpecVAEConfig
     from audiogen.tasks import load_trainer_config
     from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
 

@@ -1,4 +1,5 @@
-"""Spectrogram VAE/GAN, latent prior and the long-form helpers (audiogen.spec)."""
+"""Spectrogram VAE/GAN (audiogen.spec, its discriminator), the mixture latent prior
+(audiogen.mixture_prior) and the long-form helpers (audiogen.latents)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from audiogen.config import ConfigError, from_dict, read_yaml
+from audiogen.discriminators import SpecDiscriminator, SpecDiscriminatorConfig
 from audiogen.frontend import FrontendConfig
-from audiogen.spec import (
-    LatentPrior,
-    LatentPriorConfig,
-    SpecDiscriminator,
-    SpecDiscriminatorConfig,
-    SpecVAE,
-    SpecVAEConfig,
-    compression_report,
-    decode_stream,
-    encode_clip,
-    interpolate,
-    kl_divergence,
-    kl_weight,
-    variation,
-)
+from audiogen.latents import compression_report, decode_stream, encode_clip, interpolate, variation
+from audiogen.mixture_prior import LatentPrior, LatentPriorConfig
+from audiogen.spec import SpecVAE, SpecVAEConfig, kl_divergence, kl_weight
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "spec"
 FRONTEND = FrontendConfig()

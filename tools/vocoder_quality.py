@@ -15,7 +15,7 @@ against the originals with the trainers' own validation metric
 - with ``--model DIR`` (a spectrogram VAE or prior export): ``VAE → NAME``, the excerpts
   encoded to float16 latents, decoded and vocoded by the first vocoder (what the compression
   path costs), and a VAE section: the decoded mel's log-mel L1 and the compression ratio
-  (:func:`audiogen.spec.compression_report`).
+  (:func:`audiogen.latents.compression_report`).
 
 Writes ``vocoder_quality.md`` (table), ``vocoder_quality.json`` and ``spectrograms.png`` (the
 first excerpt as the frontend sees it, one panel per row) into ``--out``, with each row's
@@ -76,7 +76,7 @@ def score_row(name: str, synthesise, items: list[dict], frontend, stft) -> dict:
 def vae_section(model_dir: str, vocoders: list, items: list[dict], cache, frontend, stft, rows: list[dict]) -> dict:
     """The VAE's reconstruction and compression figures; appends its ``VAE → vocoder`` row."""
     from audiogen.generation import load_vae
-    from audiogen.spec import compression_report, encode_clip
+    from audiogen.latents import compression_report, encode_clip
     from audiogen.vocoder import vocode
 
     vae, _ = load_vae(model_dir, cache.frontend)

@@ -172,7 +172,7 @@ def _morph(args: argparse.Namespace) -> int:
 
     from audiogen.audio import load_audio
     from audiogen.generation import write_clip
-    from audiogen.spec import interpolate
+    from audiogen.latents import interpolate
 
     _output_audio(args.out)
     if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 3600):
