@@ -255,11 +255,19 @@ class FakeGenerator:
         frames = log_mel.shape[-1]
         return np.random.default_rng(frames).standard_normal((frames - 1) * 256).astype(np.float32) * 0.1
 
+    def encode(self, audio: np.ndarray):
+        return np.asarray(audio, dtype=np.float32)  # the "latents" are the audio itself
+
+    def render(self, latents, samples: int):
+        for z in latents:  # a lossy codec: the clip at half its level
+            yield 0.5 * z[:samples]
+
 
 def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, capsys):
     bench = load_benchmark_script()
-    write_set(tmp_path / "ref" / "a", 2, seed=0, seconds=4.0)
-    write_set(tmp_path / "ref" / "b", 2, seed=1, seconds=4.0)
+    write_set(tmp_path / "ref" / "a", 2, seed=0, seconds=7.0)
+    write_set(tmp_path / "ref" / "b", 2, seed=1, seconds=7.0)
+    save_audio(tmp_path / "ref" / "silent.flac", np.zeros(int(4.5 * 22050), dtype=np.float32), 22050)
     args = ["--reference", str(tmp_path / "ref"), "--num", "4", "--seconds", "1.5", "--embedding", "mel"]
     args += ["--bootstrap", "10", "--griffin-lim-iters", "4", "--keep-clips", "1"]
 
@@ -275,11 +283,41 @@ def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, caps
     assert (tmp_path / "r1" / "fad_benchmark.png").stat().st_size > 0
     assert (tmp_path / "r1" / "spectrograms.png").stat().st_size > 1000
 
-    # with a generator every row is scored on the same number of clips
+    # the silent piece's 3 clips are left out of whichever half they fell in, and counted
+    dropped = report["reference"]["silent_clips_dropped"]
+    assert dropped["background"] + dropped["eval"] == 3
+    assert "Digital silence left out" in table
+
+    # with a generator every row is scored on the same number of clips, and described
     monkeypatch.setattr(bench, "load_models", lambda *a: (FakeGenerator(), None))
-    assert bench.main(args + ["--out", str(tmp_path / "r2")]) == 0
+    long_args = ["--long-seconds", "3", "--long-num", "3"]
+    assert bench.main(args + long_args + ["--out", str(tmp_path / "r2")]) == 0
     report = json.loads((tmp_path / "r2" / "fad_benchmark.json").read_text())
-    assert [r.get("skipped") for r in report["rows"]] == [None] * 5
+    assert [r["name"] for r in report["rows"]] == list(bench.ROWS)
+    assert [r.get("skipped") for r in report["rows"]] == [None] * 6
     assert len({r["clips"] for r in report["rows"]}) == 1
     assert (tmp_path / "r2" / "clips" / "model" / "00.wav").exists()
+    rows = {r["name"]: r for r in report["rows"]}
+    # the fake codec halves the level: its round trip is the real clips, quieter
+    assert rows["vae round trip"]["fad"] > rows["real (floor)"]["fad"]
+    # pure tones (the fake model) have far fewer pitch classes and onsets than the reference
+    assert rows["model"]["descriptors"]["chroma_entropy"] < report["background_descriptors"]["chroma_entropy"]
+    assert rows["noise (ceiling)"]["descriptors"]["spectral_flatness"] > 10 * rows["model"]["descriptors"][
+        "spectral_flatness"]
+    assert rows["real (floor)"]["vs_reference"]["pitch_class_js"] < rows["model"]["vs_reference"]["pitch_class_js"]
+    table = (tmp_path / "r2" / "fad_benchmark.md").read_text()
+    assert "| vae round trip |" in table and "Music descriptors" in table and "| background |" in table
+
+    # long form: 3 s clips in two 1.5 s windows, scored per window position for model and real
+    long = report["long_form"]
+    assert set(long["sets"]) == {"real", "model"}
+    for data in long["sets"].values():
+        assert [w["start"] for w in data["windows"]] == [0.0, 1.5]
+        assert all(w["fad"] > 0 and w["descriptors"]["clips"] == w["clips"] for w in data["windows"])
+    assert long["sets"]["model"]["clips"] == 3
+    assert long["sets"]["model"]["washed_clips"] == 0  # steady tones are not a wash
+    assert "Long form" in table and "Drift (model)" in table
+    assert "covariance is singular" in table  # so few embeddings per window: the report says so
+    assert (tmp_path / "r2" / "long_form.png").stat().st_size > 1000
+    assert (tmp_path / "r2" / "long_spectrograms.png").stat().st_size > 1000
     capsys.readouterr()

@@ -92,9 +92,10 @@ def cut_clips(audio: np.ndarray, length: int) -> list[np.ndarray]:
 def split_reference(
     files: list[Path], sample_rate: int, seconds: float, num: int, seed: int
 ) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """Two halves of reference clips from disjoint pieces, up to ``num`` clips each.
+    """Two halves of reference clips from disjoint pieces, up to ``num`` clips each, clips of
+    digital silence left out before choosing (each half's count in ``silent_clips_dropped``).
 
-    The info dict names the pieces of each half (``eval_files``: the paths of half B)."""
+    The info dict also names the pieces of half B (``eval_files``)."""
     from audiogen.audio import load_audio
 
     rng = np.random.default_rng(seed)
@@ -114,14 +115,16 @@ def split_reference(
         halves = [clips[0::2], clips[1::2]]
         pieces = [[order[0]], [order[0]]]
         how = "one piece: its clips alternate between the halves (optimistic floor)"
-    chosen = []
+    chosen, silent = [], []
     for half in halves:
+        half, dropped = drop_digital_silence(half)
+        silent.append(dropped)
         if len(half) > num:
             keep = sorted(rng.choice(len(half), size=num, replace=False))
             half = [half[i] for i in keep]
         chosen.append(half)
     info = {"split": how, "pieces_background": len(pieces[0]), "pieces_eval": len(pieces[1]),
-            "eval_files": pieces[1]}
+            "silent_clips_dropped": {"background": silent[0], "eval": silent[1]}, "eval_files": pieces[1]}
     return chosen[0], chosen[1], info
 
 
@@ -265,13 +268,16 @@ def markdown_table(report: dict) -> str:
     lines += ["", f"Digital silence left out: {dropped.get('background', 0)} background clips; per row "
               + ", ".join(f"{name} {n}" for name, n in row_dropped.items()) + "."]
     lines += ["", *descriptor_table(report)]
-    warned = [(r["name"], w) for r in report["rows"] if not r.get("skipped") for w in r.get("warnings", [])
-              if "covariance is singular" in w]
+    warned: dict[str, list[str]] = {}  # warning → rows it applies to (the background's applies to all)
+    for r in report["rows"]:
+        for w in [] if r.get("skipped") else r.get("warnings", []):
+            if "covariance is singular" in w:
+                warned.setdefault(w, []).append(r["name"])
     notes = [r for r in report["rows"] if r.get("skipped")]
     if notes or report["notes"] or warned:
         lines.append("")
         lines += [f"- {row['name']}: {row['skipped']}" for row in notes]
-        lines += [f"- **warning**, {name}: {w}" for name, w in warned]
+        lines += [f"- **warning** ({', '.join(names)}): {w}" for w, names in warned.items()]
         lines += [f"- {note}" for note in report["notes"]]
     if report.get("long_form"):
         lines += ["", *long_form_table(report["long_form"])]
@@ -427,7 +433,7 @@ def long_form(args, generator, background_set, background_descriptors, embedder,
         for k, window in enumerate(windows_of(clips, length)):
             kept, _ = drop_digital_silence(window)
             label = f"{name} window {k}"
-            row = {"start": k * args.seconds, "clips": len(kept)}
+            row = {"start": k * args.seconds, "clips": len(kept), "fad": None}  # FAD needs 2 clips
             if len(kept) >= 2:
                 result = score_row(background_set, kept, sample_rate, embedder, label, args)
                 row.update(fad=result["fad"], fad_ci=result["fad_ci"], embeddings=result["eval"]["embeddings"],
@@ -521,8 +527,6 @@ def run(args: argparse.Namespace) -> dict:
     print(f"reference: {len(files)} files ({selection}), clips of {args.seconds:g} s at {sample_rate} Hz", flush=True)
     background, real, split_info = split_reference(files, sample_rate, args.seconds, args.num, args.seed)
     eval_files = split_info.pop("eval_files")
-    background, silent_background = drop_digital_silence(background)
-    real, silent_real = drop_digital_silence(real)
     if len(background) < 2 or len(real) < 2:
         raise ValueError(f"{args.reference}: too little audio for two sets of {args.seconds:g} s clips")
     if args.temperature is None:
@@ -533,7 +537,7 @@ def run(args: argparse.Namespace) -> dict:
     rows = [Row(name, description) for name, description in ROWS.items()]
     by_name = {row.name: row for row in rows}
     by_name["real (floor)"].clips = real
-    by_name["real (floor)"].silent_dropped = silent_real
+    by_name["real (floor)"].silent_dropped = split_info["silent_clips_dropped"]["eval"]
     makers = {
         "griffin-lim": lambda: griffin_lim_clips(frontend, real, args.griffin_lim_iters),
         "noise (ceiling)": lambda: noise_clips(real, args.seed),
@@ -577,7 +581,6 @@ def run(args: argparse.Namespace) -> dict:
             "selection": selection,
             "files": len(files),
             "background_clips": len(background),
-            "silent_clips_dropped": {"background": silent_background, "eval": silent_real},
             **split_info,
         },
         "seconds": args.seconds,
