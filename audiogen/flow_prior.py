@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiogen.priors import one_thread
+from audiogen.priors import StreamingPrior, one_thread
 
 TIME_FEATURES = 64  # sinusoidal features of the flow time
 
@@ -214,8 +214,10 @@ class FlowPriorState:
     summary: torch.Tensor
 
 
-class FlowPrior(nn.Module):
+class FlowPrior(StreamingPrior):
     """Autoregressive prior over latent frames with a flow-matching head (see the module docstring)."""
+
+    loss_name = "prior/flow_mse"
 
     def __init__(
         self,
@@ -407,15 +409,3 @@ class FlowPrior(nn.Module):
                     pending = torch.cat([pending, self.to_frames(token[:, None])], dim=-1)
             yield pending[..., :chunk_frames]
             pending = pending[..., chunk_frames:]
-
-    def sample(
-        self,
-        num_frames: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``num_frames`` new latent frames (1, D, num_frames), optionally after ``context``."""
-        if num_frames < 1:
-            return torch.zeros(1, self.latent_dim, 0, device=self._device())
-        return next(self.sample_stream(num_frames, temperature, generator, context))

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiogen.priors import one_thread
+from audiogen.priors import StreamingPrior, one_thread
 
 
 @dataclass(frozen=True)
@@ -147,12 +147,14 @@ class SamplingNoise:
         return self.uniform[i], self.normal[i]
 
 
-class LatentPrior(nn.Module):
+class LatentPrior(StreamingPrior):
     """Autoregressive prior p(z_t | z_{<t}) over VAE latent frames: a mixture of K diagonal
     Gaussians per frame from a causal dilated conv stack (see the module docstring).
 
     ``forward(z)`` is the training loss (so a DDP-wrapped prior trains through ``__call__``).
     """
+
+    loss_name = "prior/nll"
 
     def __init__(
         self,
@@ -326,15 +328,3 @@ class LatentPrior(nn.Module):
                     frames.append(frame)
                     self.advance(state, frame)
             yield torch.stack(frames, dim=-1)  # (1, D, chunk_frames)
-
-    def sample(
-        self,
-        num_frames: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``num_frames`` new latent frames (1, D, num_frames), optionally after ``context``."""
-        if num_frames < 1:
-            return torch.zeros(1, self.latent_dim, 0, device=self.head.weight.device)
-        return next(self.sample_stream(num_frames, temperature, generator, context))

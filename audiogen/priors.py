@@ -5,8 +5,8 @@
 - ``flow_prior``: :class:`audiogen.flow_prior.FlowPrior`, a causal transformer ending in a
   flow-matching head per token.
 
-Both take latents (B, D, L) and give the training loss from ``forward``, and both sample with
-``sample_stream(chunk_frames, temperature, generator, context)`` and ``sample(...)``.
+Both are :class:`StreamingPrior`: they take latents (B, D, L) and give the training loss from
+``forward``, and sample with ``sample_stream(chunk_frames, temperature, generator, context)``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,33 @@ from torch import nn
 from audiogen.config import ConfigError, from_dict
 
 PRIOR_KINDS = ("latent_prior", "flow_prior")
+
+
+class StreamingPrior(nn.Module):
+    """The contract of a latent prior: ``forward(z)`` with z (B, latent_dim, L) is the training
+    loss (a scalar), and ``sample_stream`` yields latent chunks (1, latent_dim, chunk_frames)
+    forever, each continuing the ones before (after ``context`` (1, latent_dim, L) if given),
+    with frames that depend on the CPU ``generator``'s seed, never on the chunking."""
+
+    latent_dim: int
+    loss_name: str  # the logged name of forward's loss (a likelihood and a flow error do not compare)
+
+    def sample_stream(self, chunk_frames: int, temperature: float = 1.0,
+                      generator: torch.Generator | None = None,
+                      context: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        raise NotImplementedError
+
+    def sample(
+        self,
+        num_frames: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``num_frames`` new latent frames (1, D, num_frames), optionally after ``context``."""
+        if num_frames < 1:
+            return torch.zeros(1, self.latent_dim, 0, device=next(self.parameters()).device)
+        return next(self.sample_stream(num_frames, temperature, generator, context))
 
 
 def build_prior(model: dict[str, Any], latent_dim: int, where: str = "model") -> nn.Module:

@@ -313,8 +313,7 @@ class PriorTask(Task):
         self.vae, self.vae_config = load_vae(config.vae_dir, config.frontend)
         self.vae.requires_grad_(False).eval()
         self.networks = {"prior": build_prior(config.model, latent_dim=self.vae.latent_dim)}
-        # the mixture prior's loss is a likelihood, the flow prior's a velocity error: not comparable
-        self.loss_name = "prior/flow_mse" if config.model.get("kind") == "flow_prior" else "prior/nll"
+        self.loss_name = self.networks["prior"].loss_name
         self._vocoder = None
 
     def _latents(self, mel: torch.Tensor) -> torch.Tensor:
