@@ -7,44 +7,87 @@
 
 from __future__ import annotations
 
+import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Callable
 
-SUBCOMMANDS = {  # name: "module:function"
-    "generate": "audiogen.cli.generate:main",
-    "prepare": "audiogen.cli.prepare:main",
-    "fad": "audiogen.cli.fad:main",
-    "encode": "audiogen.cli.codec:encode_main",
-    "decode": "audiogen.cli.codec:decode_main",
-    "morph": "audiogen.cli.codec:morph_main",
+# One exit status convention for every user-facing command (console scripts, train_*.py, tools/*.py).
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # finished, but some inputs were skipped (each listed); what was written is whole
+EXIT_USAGE = 2  # a bad option or input file, named in one line; nothing was written (argparse uses 2 too)
+EXIT_ENVIRONMENT = 3  # the machine failed the command: disk full, out of memory; nothing half-written
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; nothing half-written
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+SUBCOMMANDS = {  # name: ("module:function", what it does, in one line)
+    "generate": ("audiogen.cli.generate:main", "generate piano music from the bundled (or given) models"),
+    "prepare": ("audiogen.cli.prepare:main", "turn MAESTRO or a folder of audio into a training cache"),
+    "fad": ("audiogen.cli.fad:main", "Frechet Audio Distance: embed audio sets and score them"),
+    "encode": ("audiogen.cli.codec:encode_main", "compress audio to VAE latents (.npz)"),
+    "decode": ("audiogen.cli.codec:decode_main", "turn latents (.npz) back into audio"),
+    "morph": ("audiogen.cli.codec:morph_main", "morph between two clips through the latent space"),
 }
+
+
+def version_line(prog: str) -> str:
+    from audiogen import __version__
+
+    return f"{prog} (audiogen) {__version__}"
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """``--version`` on a console script's parser, printing the same line as ``audiogen --version``."""
+    parser.add_argument("--version", action="version", version=version_line(parser.prog))
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: audiogen SUBCOMMAND [options]   (audiogen SUBCOMMAND --help for its options)", "",
+             "subcommands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    lines += ["", "  --version  print the version and exit"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        names = "|".join(SUBCOMMANDS)
-        print(f"usage: audiogen {{{names}}} [options]  (audiogen SUBCOMMAND --help for each)")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module, function = SUBCOMMANDS[argv[0]].split(":")
+    if argv and argv[0] == "--version":
+        print(version_line("audiogen"))
+        return EXIT_OK
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return EXIT_OK if argv else EXIT_USAGE
+    if argv[0] not in SUBCOMMANDS:
+        print(f"audiogen: error: unknown subcommand {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    module, function = SUBCOMMANDS[argv[0]][0].split(":")
     return getattr(importlib.import_module(module), function)(argv[1:])
 
 
 def one_line_errors(prog: str, run: Callable[[], int]) -> int:
-    """Run a command; errors users can cause end in one line and status 2, never a traceback."""
+    """Run a command; errors end in one line and the status of the convention above, never a traceback."""
     try:
         return run()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print(f"{prog}: error: out of memory", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except Exception as err:
         from audiogen.audio import AudioError
         from audiogen.checkpoint import CheckpointError
         from audiogen.config import ConfigError
         from audiogen.frontend import FrontendMismatchError
 
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            where = f" writing {err.filename}" if err.filename else ""
+            print(f"{prog}: error: no space left on the device{where}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
         if isinstance(err, (ValueError, OSError, AudioError, CheckpointError, ConfigError, FrontendMismatchError)):
             print(f"{prog}: error: {err}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         raise
