@@ -28,13 +28,14 @@ SUBCOMMANDS = {  # name: ("module:function", what it does, in one line)
     "encode": ("audiogen.cli.codec:encode_main", "compress audio to VAE latents (.npz)"),
     "decode": ("audiogen.cli.codec:decode_main", "turn latents (.npz) back into audio"),
     "morph": ("audiogen.cli.codec:morph_main", "morph between two clips through the latent space"),
+    "info": ("audiogen.cli.info:main", "print a generated clip's provenance: seed, models, how to make it again"),
 }
 
 
 def version_line(prog: str) -> str:
     from audiogen import __version__
 
-    return f"{prog} (audiogen) {__version__}"
+    return f"audiogen {__version__}" if prog == "audiogen" else f"{prog} (audiogen) {__version__}"
 
 
 def add_version_option(parser: argparse.ArgumentParser) -> None:
