@@ -31,16 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audiogen.data import (
-    SPLITS,
-    DataError,
-    MaestroRecord,
-    find_maestro_metadata,
-    read_maestro_metadata,
-    split_for_key,
-    stable_hash,
-    write_maestro_csv,
-)
+from audiogen.maestro import MaestroRecord, find_maestro_metadata, read_maestro_metadata, write_maestro_csv
+from audiogen.sources import SPLITS, DataError, split_for_key, stable_hash
 
 SAMPLE_RATE = 44100
 PEAK_DBFS = -1.0
@@ -453,7 +445,7 @@ def midi_dir_candidates(midi_dir: str | Path, metadata: str | Path | None = None
     """Candidates from a MIDI collection with MAESTRO-layout metadata (its splits are kept).
 
     Without metadata (and no ``maestro*.csv`` in the folder) every ``.mid``/``.midi`` file is
-    used with the deterministic 80/10/10 split of :func:`audiogen.data.split_for_key`.
+    used with the deterministic 80/10/10 split of :func:`audiogen.sources.split_for_key`.
     """
     midi_dir = Path(midi_dir)
     if not midi_dir.is_dir():

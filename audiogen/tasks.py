@@ -433,7 +433,8 @@ def _check_run_frontend(frontend: FrontendConfig, run_dir: Path) -> None:
 def _train(config: TrainerConfig, args: Any) -> int:
     from accelerate import Accelerator
 
-    from audiogen.data import FullPieceDataset, SegmentDataset, open_cache
+    from audiogen.cache import open_cache
+    from audiogen.datasets import FullPieceDataset, SegmentDataset
     from audiogen.training import TrainingStopped, latest_checkpoint, train
 
     cache = open_cache(args.data)

@@ -14,8 +14,9 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
     """A prepared cache of piano-like audio: 4 train, 1 validation, 1 test piece of 3 s."""
-    from audiogen.data import list_maestro, prepare_cache
     from audiogen.frontend import FrontendConfig
+    from audiogen.maestro import list_maestro
+    from audiogen.preparation import prepare_cache
 
     root = make_piano_maestro(tmp_path_factory.mktemp("maestro"), {"train": 4, "validation": 1, "test": 1})
     cache = tmp_path_factory.mktemp("cache")

@@ -17,25 +17,13 @@ import soundfile as sf
 import torch
 import yaml
 
+from audiogen.cache import merge_caches, open_cache
 from audiogen.cli.prepare import main as prepare_main
-from audiogen.data import (
-    MAESTRO_COLUMNS,
-    SPLITS,
-    DataError,
-    FullPieceDataset,
-    PrepareOptions,
-    SegmentDataset,
-    compute_log_mel,
-    list_audio_dir,
-    list_maestro,
-    merge_caches,
-    open_cache,
-    prepare_cache,
-    read_maestro_metadata,
-    shard_of,
-    split_for_key,
-)
+from audiogen.datasets import FullPieceDataset, SegmentDataset
 from audiogen.frontend import FrontendConfig, FrontendMismatchError, MelFrontend
+from audiogen.maestro import MAESTRO_COLUMNS, list_maestro, read_maestro_metadata
+from audiogen.preparation import PrepareOptions, compute_log_mel, prepare_cache
+from audiogen.sources import SPLITS, DataError, list_audio_dir, shard_of, split_for_key
 
 REAL_META = Path(__file__).resolve().parents[2] / "shared" / "data" / "maestro-meta"
 SMALL = FrontendConfig(sample_rate=8000, n_fft=256, hop_length=64, win_length=256, n_mels=16)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiogen.data import MAESTRO_COLUMNS, SPLITS, MaestroRecord, read_maestro_metadata
 from audiogen.demo_data import (
     Candidate,
     RenderError,
@@ -23,6 +22,8 @@ from audiogen.demo_data import (
     select_by_hours,
     split_targets,
 )
+from audiogen.maestro import MAESTRO_COLUMNS, MaestroRecord, read_maestro_metadata
+from audiogen.sources import SPLITS
 
 
 def varlen(value: int) -> bytes:

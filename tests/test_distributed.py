@@ -68,14 +68,14 @@ def audit(event, args):
     elif event in WRITES and any(watched_path(a) for a in args):
         emit(kind="write", event=event, path=[os.fsdecode(a) for a in args if watched_path(a)][0])
 
-import audiogen.data as data
+import audiogen.datasets as datasets
 import audiogen.tasks as tasks
 
-read_item = data.SegmentDataset.__getitem__
+read_item = datasets.SegmentDataset.__getitem__
 def getitem(self, index):
     emit(kind="item", epoch=self.epoch, index=index)
     return read_item(self, index)
-data.SegmentDataset.__getitem__ = getitem
+datasets.SegmentDataset.__getitem__ = getitem
 
 def recording(step_fn):
     def train_step(self, batch, ctx):

@@ -146,7 +146,7 @@ def one_line_error(stderr: str, *fragments: str | tuple[str, ...]) -> str:
 
 
 def test_preparation_reports_every_bad_file_and_prepares_the_rest(corpus, tmp_path):
-    from audiogen.data import open_cache
+    from audiogen.cache import open_cache
 
     maestro = tmp_path / "maestro"
     maestro.mkdir()

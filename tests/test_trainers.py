@@ -101,7 +101,7 @@ def first_step_losses(config_path, cache, run_dir, bf16):
     import torch
     from accelerate import Accelerator
 
-    from audiogen.data import FullPieceDataset, SegmentDataset
+    from audiogen.datasets import FullPieceDataset, SegmentDataset
     from audiogen.tasks import SpecVAETask, VocoderTask, load_trainer_config
     from audiogen.training import train
 

@@ -234,7 +234,7 @@ def make_maestro_set(root: Path, pieces: int, seconds: float, sample_rate: int, 
     """
     import soundfile as sf
 
-    from audiogen.data import MaestroRecord, write_maestro_csv
+    from audiogen.maestro import MaestroRecord, write_maestro_csv
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "2018").mkdir(exist_ok=True)
@@ -257,8 +257,9 @@ def make_maestro_set(root: Path, pieces: int, seconds: float, sample_rate: int, 
 
 def bench_frontend(s: Settings, work: Path) -> tuple[dict[str, Any], Path]:
     """Mel extraction speed and preparation throughput; returns (figures, a prepared cache)."""
-    from audiogen.data import compute_log_mel, list_maestro, prepare_cache
     from audiogen.frontend import FrontendConfig, MelFrontend
+    from audiogen.maestro import list_maestro
+    from audiogen.preparation import compute_log_mel, prepare_cache
 
     out: dict[str, Any] = {"frontend.load_avg": load_avg()}
     config = FrontendConfig()
@@ -304,8 +305,9 @@ def bench_frontend(s: Settings, work: Path) -> tuple[dict[str, Any], Path]:
 
 def prepared_cache(s: Settings, work: Path) -> Path:
     """A small prepared cache for the training figures when the frontend section is skipped."""
-    from audiogen.data import list_maestro, prepare_cache
     from audiogen.frontend import FrontendConfig
+    from audiogen.maestro import list_maestro
+    from audiogen.preparation import prepare_cache
 
     source = make_maestro_set(
         work / "maestro", s.prepare_pieces, s.prepare_piece_seconds, s.prepare_sample_rate
@@ -695,7 +697,7 @@ def time_training(
     import torch
     from accelerate import Accelerator
 
-    from audiogen.data import SegmentDataset
+    from audiogen.datasets import SegmentDataset
     from audiogen.tasks import PriorTask, SpecVAETask, VocoderTask, load_trainer_config
     from audiogen.training import train
 

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.hours is not None and args.hours <= 0:
         parser.error("--hours must be positive")
 
-    from audiogen.data import DataError
     from audiogen.demo_data import RenderError, build_demo_dataset, describe_trimming
+    from audiogen.sources import DataError
 
     try:
         report = build_demo_dataset(

@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     from audiogen.audio import save_audio
-    from audiogen.data import open_cache
+    from audiogen.cache import open_cache
     from audiogen.frontend import MelFrontend
     from audiogen.generation import load_vocoder
     from audiogen.losses import MultiResolutionSTFTLoss

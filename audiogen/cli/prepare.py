@@ -1,6 +1,7 @@
 """``audiogen-prepare``: build the mel/audio cache that training reads.
 
-The work is done by :mod:`audiogen.data`; this module only parses arguments and reports.
+The work is done by :mod:`audiogen.preparation` (and :mod:`audiogen.sources`, :mod:`audiogen.maestro`,
+:mod:`audiogen.cache`); this module only parses arguments and reports.
 """
 
 from __future__ import annotations
@@ -82,17 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --workers must be >= 1", file=sys.stderr)
         return 2
 
+    from audiogen.cache import merge_caches, write_index
     from audiogen.config import ConfigError
-    from audiogen.data import (
-        DataError,
-        PrepareOptions,
-        list_audio_dir,
-        list_maestro,
-        merge_caches,
-        prepare_cache,
-        write_index,
-    )
     from audiogen.frontend import FrontendMismatchError
+    from audiogen.maestro import list_maestro
+    from audiogen.preparation import PrepareOptions, prepare_cache
+    from audiogen.sources import DataError, list_audio_dir
 
     try:
         if args.reindex:
