@@ -5,3 +5,14 @@ imported where they are used.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Generator", "__version__"]
+
+
+def __getattr__(name: str):
+    # `from audiogen import Generator` loads torch and the models' code only when asked for
+    if name == "Generator":
+        from audiogen.api import Generator
+
+        return Generator
+    raise AttributeError(f"module 'audiogen' has no attribute {name!r}")
