@@ -1,0 +1,415 @@
+"""ONNX graphs of the generation pipeline's networks, for runtimes other than PyTorch.
+
+:func:`export_onnx` writes one graph per network stage into a folder, with the configs beside
+them and a ``manifest.json`` that names each graph's inputs and outputs, their shapes
+(``B`` batch, ``C`` channels, ``T`` time) and units::
+
+    OUT/vocoder.onnx        mel (B, n_mels, F) → audio (B, 1, F · hop)
+    OUT/vae_decoder.onnx    latents (B, D, L) → mel (B, n_mels, L · time_ratio)
+    OUT/vae_encoder.onnx    mel (B, n_mels, F) → mu, logvar (B, D, ceil(F / time_ratio))
+    OUT/prior_step.onnx     frame (B, D), state (B, S, C) → params (B, K(1 + 2D)), state (B, S, C)
+    OUT/frontend.yaml       the audio frontend (sample rate, STFT and mel settings)
+    OUT/spec_config.yaml, OUT/vocoder_config.yaml   the model folders' resolved configs
+    OUT/manifest.json
+
+Time axes (and the batch axis) are dynamic. The graphs are made by ``torch.onnx.export(...,
+dynamo=True)``: the TorchScript exporter has no ``aten::polar`` (the Vocos and iSTFT heads build
+a complex spectrum), the dynamo one lowers it and the inverse FFT to real ONNX ops.
+
+What is not a graph, and why: the chunking with overlap of :func:`audiogen.vocoder.vocode` and
+:func:`audiogen.latents.decode_stream` (plain slicing and crossfades around the graphs; every
+graph takes any length, so a runtime can chunk as it likes); the prior's sampling loop and its
+random draw (:meth:`audiogen.mixture_prior.LatentPrior.draw`: one categorical pick and a few
+normals per frame, cheaper in the host language than as a graph); and the flow prior
+(:mod:`audiogen.flow_prior`), whose step is a rotary transformer over a sliding key/value cache
+plus an ODE solve, so it is recorded in the manifest as not exported.
+
+Importing this module is cheap: onnx and onnxruntime are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+MANIFEST_VERSION = 1
+OPSET = 18  # ONNX opset 18 (2022): onnxruntime >= 1.14 runs it, and it has the DFT that the inverse FFT needs
+# torch.export specialises an axis whose example size is 0 or 1 (and then refuses to make it dynamic), so every
+# example has a batch of 2
+EXAMPLE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a graph: its name, shape (ints, or names of dynamic axes) and units."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    units: str
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What a graph computes, written to the manifest."""
+
+    name: str
+    description: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "description": self.description,
+            "inputs": [dataclasses.asdict(t) for t in self.inputs],
+            "outputs": [dataclasses.asdict(t) for t in self.outputs],
+        }
+
+
+@dataclass
+class ExportableGraph:
+    """A module ready for ``torch.onnx.export``: example inputs and the dynamic axes of each input."""
+
+    spec: GraphSpec
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    dynamic_axes: dict[str, dict[int, str]]  # input name → {axis: axis name}
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more facts for the manifest
+
+
+LOG_MEL_UNITS = "natural-log magnitude mel (the frontend's log(max(mel, log_floor)))"
+LATENT_UNITS = "VAE latent (unitless; about N(0, 1) under the prior)"
+
+
+# --------------------------------------------------------------------------------------------
+# Export wrappers: the inference path of each network as a plain forward with tensor arguments
+
+
+class VAEDecoderGraph(nn.Module):
+    """``SpecVAE.decode`` without the optional crop: latents (B, D, L) → mel (B, n_mels, L · time_ratio)."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents)
+
+
+class VAEEncoderGraph(nn.Module):
+    """``SpecVAE.encode`` with its right padding written without a Python branch on the length.
+
+    ``encode`` pads only when F is not a multiple of ``time_ratio`` (an ``if`` on the shape,
+    which an exported graph would freeze to the example's answer); padding by ``ceil(F / r) · r - F``
+    frames always is the same computation for every F, and a graph of any length.
+    """
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from audiogen.spec import LOGVAR_MAX, LOGVAR_MIN
+
+        vae = self.vae
+        x = (mel - vae.mel_mean) / vae.mel_std
+        frames = mel.shape[-1]
+        pad = (frames + vae.time_ratio - 1) // vae.time_ratio * vae.time_ratio - frames  # in 0 .. ratio - 1
+        x = torch.cat([x, x[..., -1:].expand(-1, -1, pad)], dim=-1)  # replicate the last frame
+        mu, logvar = vae.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+
+class MixturePriorStep(nn.Module):
+    """One sampling step of :class:`audiogen.mixture_prior.LatentPrior` with its cache as a tensor.
+
+    PyTorch keeps one ring buffer per causal block, indexed by the time modulo its span; a
+    graph has no state, so here the buffers are shift registers laid end to end in one state
+    tensor (B, S, C), S = sum of the blocks' spans, oldest frame first: each step reads its taps
+    at fixed offsets and returns the state shifted by one frame. The arithmetic is the same as
+    ``LatentPrior.advance``. A zero state is the start of a piece: feeding it a zero frame gives
+    the first frame's distribution, as ``LatentPrior.begin(None)`` does.
+    """
+
+    def __init__(self, prior: nn.Module):
+        super().__init__()
+        self.prior = prior
+        self.spans = [block.span for block in prior.blocks]
+
+    @property
+    def state_frames(self) -> int:
+        return sum(self.spans)
+
+    def forward(self, frame: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frame (B, D), state (B, S, C) → (params (B, K(1 + 2D)), next state (B, S, C))."""
+        x = self.prior.inp(frame)
+        pieces, offset = [], 0
+        for block, span in zip(self.prior.blocks, self.spans, strict=True):
+            history = state[:, offset : offset + span]  # h_{t-span} .. h_{t-1}
+            h = block.norm(x)
+            lags = [(block.kernel_size - 1 - j) * block.dilation for j in range(block.kernel_size - 1)]
+            taps = [history[:, span - lag] for lag in lags]
+            x = x + block._mlp(torch.cat(taps + [h], dim=-1))
+            pieces += [history[:, 1:], h.unsqueeze(1)]
+            offset += span
+        return self.prior.head(self.prior.norm(x)), torch.cat(pieces, dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# The graphs of the pipeline
+
+
+def vocoder_graph(vocoder: nn.Module, frames: int = 64) -> ExportableGraph:
+    """The vocoder (any :class:`audiogen.vocoder.Vocoder`) on a copy with weight norm folded away."""
+    module = copy.deepcopy(vocoder).cpu().eval()
+    module.remove_weight_norm()
+    n_mels, hop = module.n_mels, module.hop_length
+    spec = GraphSpec(
+        name="vocoder",
+        description=f"log-mel spectrogram → waveform; frame k is centred on sample k·{hop}",
+        inputs=(TensorSpec("mel", ("B", n_mels, "F"), LOG_MEL_UNITS),),
+        outputs=(TensorSpec("audio", ("B", 1, f"F*{hop}"), "waveform in [-1, 1] at the frontend's sample rate"),),
+    )
+    example = torch.randn(EXAMPLE_BATCH, n_mels, frames) - 5.0
+    return ExportableGraph(spec, module, (example,), {"mel": {0: "B", 2: "F"}}, {"hop_length": hop})
+
+
+def vae_decoder_graph(vae: nn.Module, latent_frames: int = 16) -> ExportableGraph:
+    """The VAE decoder: latents → log-mel."""
+    d, r, n_mels = vae.latent_dim, vae.time_ratio, vae.n_mels
+    spec = GraphSpec(
+        name="vae_decoder",
+        description=f"VAE latents → log-mel spectrogram ({r} mel frames per latent frame)",
+        inputs=(TensorSpec("latents", ("B", d, "L"), LATENT_UNITS),),
+        outputs=(TensorSpec("mel", ("B", n_mels, f"L*{r}"), LOG_MEL_UNITS),),
+    )
+    module = VAEDecoderGraph(copy.deepcopy(vae).cpu().eval())
+    extra = {"time_ratio": r, "context_latent_frames": vae.decoder_context}
+    example = torch.randn(EXAMPLE_BATCH, d, latent_frames)
+    return ExportableGraph(spec, module, (example,), {"latents": {0: "B", 2: "L"}}, extra)
+
+
+def vae_encoder_graph(vae: nn.Module, frames: int = 63) -> ExportableGraph:
+    """The VAE encoder: log-mel → the posterior's mean and log-variance."""
+    d, r, n_mels = vae.latent_dim, vae.time_ratio, vae.n_mels
+    latent = TensorSpec("mu", ("B", d, f"ceil(F/{r})"), LATENT_UNITS)
+    spec = GraphSpec(
+        name="vae_encoder",
+        description="log-mel spectrogram → posterior mean and log-variance of the latents "
+                    f"(a mel whose length is not a multiple of {r} is padded with its last frame)",
+        inputs=(TensorSpec("mel", ("B", n_mels, "F"), LOG_MEL_UNITS),),
+        outputs=(latent, dataclasses.replace(latent, name="logvar", units="natural log of the posterior variance")),
+    )
+    module = VAEEncoderGraph(copy.deepcopy(vae).cpu().eval())
+    # an example length that is not a multiple of the ratio, so the padding is traced as a computation
+    return ExportableGraph(spec, module, (torch.randn(EXAMPLE_BATCH, n_mels, frames) - 5.0,), {"mel": {0: "B", 2: "F"}},
+                           {"time_ratio": r})
+
+
+def prior_step_graph(prior: nn.Module) -> ExportableGraph | str:
+    """The mixture prior's one-step function, or why a prior has none (a string)."""
+    from audiogen.mixture_prior import LatentPrior
+
+    if not isinstance(prior, LatentPrior):
+        return (f"{type(prior).__name__}: only the mixture prior (kind latent_prior) has a one-step graph; the flow "
+                "prior's step is a rotary transformer over a sliding key/value cache plus an ODE solve per token")
+    module = MixturePriorStep(copy.deepcopy(prior).cpu().eval())
+    d, k = prior.latent_dim, prior.num_mixtures
+    s, c = module.state_frames, prior.head.in_features
+    state_units = "the blocks' normalised inputs, oldest first (zeros: the start of a piece)"
+    spec = GraphSpec(
+        name="prior_step",
+        description="one step of the autoregressive latent prior: the frame just sampled (zeros at the start) "
+                    "and the state → the next frame's mixture of diagonal Gaussians and the next state",
+        inputs=(TensorSpec("frame", ("B", d), LATENT_UNITS), TensorSpec("state", ("B", s, c), state_units)),
+        outputs=(
+            TensorSpec("params", ("B", k * (1 + 2 * d)),
+                       f"[logits (K={k}) | means (K·D) | log-scales (K·D), natural log of the std, "
+                       f"to be clamped at min_log_scale]"),
+            TensorSpec("next_state", ("B", s, c), state_units),
+        ),
+    )
+    example = (torch.randn(EXAMPLE_BATCH, d), torch.randn(EXAMPLE_BATCH, s, c))
+    extra = {"num_mixtures": k, "latent_dim": d, "min_log_scale": prior.min_log_scale,
+             "receptive_field": prior.receptive_field,
+             "sampling": "per frame: pick component c by inverting the CDF of softmax(logits / temperature) at a "
+                         "uniform u; frame = means[c] + exp(max(log_scales[c], min_log_scale)) · sqrt(temperature) · "
+                         "eps, eps ~ N(0, I) (audiogen.mixture_prior.LatentPrior.draw)"}
+    return ExportableGraph(spec, module, example, {"frame": {0: "B"}, "state": {0: "B"}}, extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing and running graphs
+
+
+def export_graph(graph: ExportableGraph, path: str | Path) -> None:
+    """Write one graph as a single self-contained .onnx file (weights inside, no .data file)."""
+    import inspect
+    import logging
+    import warnings
+
+    names = [t.name for t in graph.spec.inputs]
+    dims: dict[str, torch.export.Dim] = {}
+    dynamic_shapes = {
+        name: {axis: dims.setdefault(axis_name, torch.export.Dim(axis_name.lower()))
+               for axis, axis_name in graph.dynamic_axes.get(name, {}).items()}
+        for name in names
+    }
+    # the forward's own argument names key dynamic_shapes; the graph's names are the manifest's
+    params = [p for p in inspect.signature(graph.module.forward).parameters if p != "self"]
+    dynamic_shapes = {param: dynamic_shapes[name] for param, name in zip(params, names, strict=True)}
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the exporter warns of every torchvision op it cannot register
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph.module, graph.example_inputs, str(path), input_names=names,
+                output_names=[t.name for t in graph.spec.outputs], opset_version=OPSET, dynamo=True,
+                dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+            )  # fmt: skip
+    finally:
+        quiet.setLevel(level)
+
+
+def run_graph(path: str | Path, inputs: dict[str, Any], threads: int = 1) -> list[Any]:
+    """Run an exported graph under onnxruntime on the CPU; returns its outputs as numpy arrays."""
+    return list(ort_session(path, threads).run(None, {k: _numpy(v) for k, v in inputs.items()}))
+
+
+def ort_session(path: str | Path, threads: int = 1):
+    """An onnxruntime CPU session with ``threads`` intra-op threads (no thread spinning between runs)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # spinning steals the shared cores
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _numpy(value: Any):
+    import numpy as np
+
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.ascontiguousarray(value, dtype=np.float32)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_onnx(
+    out_dir: str | Path,
+    model_dir: str | Path | None = None,
+    vocoder_dir: str | Path | None = None,
+    force: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Export the pipeline's networks to ``out_dir`` (see the module docstring); returns the manifest.
+
+    The folder is built beside ``out_dir`` and renamed into place, so ``out_dir`` is either whole
+    or absent. ``progress`` (a callable taking a line) hears of each graph as it is written.
+
+    Raises:
+        ValueError: ``out_dir`` exists and ``force`` is not set, or its parent is missing.
+        CheckpointError: a model folder is missing or incomplete.
+    """
+    import yaml
+
+    from audiogen import __version__
+    from audiogen.checkpoint import CheckpointError, read_model_dir
+    from audiogen.generation import load_prior, load_vae, load_vocoder, pretrained_dir
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise ValueError(f"{out_dir}: already exists (pass --force to replace it)")
+    if not out_dir.parent.is_dir() or not os.access(out_dir.parent, os.W_OK):
+        raise ValueError(f"{out_dir}: folder {out_dir.parent} does not exist or is not writable")
+    model_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
+    vocoder_dir = Path(vocoder_dir) if vocoder_dir is not None else pretrained_dir("vocoder")
+    for path, what in ((model_dir, "spectrogram model"), (vocoder_dir, "vocoder")):
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: {what} folder not found")
+    vae, _ = load_vae(model_dir)
+    vocoder = load_vocoder(vocoder_dir, vae.frontend_config)
+    spec_config, _ = read_model_dir(model_dir, [])
+    vocoder_config, _ = read_model_dir(vocoder_dir, [])
+    graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae), vae_encoder_graph(vae)]
+    not_exported: dict[str, str] = {}
+    if (model_dir / "prior.safetensors").exists():
+        step = prior_step_graph(load_prior(model_dir, vae.latent_dim))
+        if isinstance(step, str):
+            not_exported["prior_step"] = step
+        else:
+            graphs.append(step)
+    else:
+        not_exported["prior_step"] = f"{model_dir} holds no prior (a VAE-only model folder)"
+
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        for graph in graphs:
+            if progress:
+                progress(f"exporting {graph.spec.file}")
+            export_graph(graph, tmp / graph.spec.file)
+        frontend = dataclasses.asdict(vae.frontend_config)
+        (tmp / "frontend.yaml").write_text(yaml.safe_dump(frontend, sort_keys=False))
+        (tmp / "spec_config.yaml").write_text(yaml.safe_dump(spec_config, sort_keys=False))
+        (tmp / "vocoder_config.yaml").write_text(yaml.safe_dump(vocoder_config, sort_keys=False))
+        manifest = {
+            "format_version": MANIFEST_VERSION,
+            "audiogen_version": __version__,
+            "torch_version": torch.__version__,
+            "opset": OPSET,
+            "frontend": frontend,
+            "axes": {"B": "batch", "F": "mel frames", "L": "latent frames",
+                     "S": "prior state frames (fixed)", "C": "channels (fixed)"},
+            "graphs": {g.spec.name: {**g.spec.to_dict(), **g.extra, "sha256": _sha256(tmp / g.spec.file)}
+                       for g in graphs},
+            "not_exported": not_exported,
+            "sources": {
+                "model": {"dir": str(model_dir), "vae_sha256": _sha256(model_dir / "vae.safetensors")},
+                "vocoder": {"dir": str(vocoder_dir), "vocoder_sha256": _sha256(vocoder_dir / "vocoder.safetensors")},
+            },
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish_folder(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _publish_folder(tmp: Path, out_dir: Path) -> None:
+    """Rename a finished folder into place (replacing an old one) with the modes a plain mkdir would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in tmp.iterdir():  # mkdtemp leaves owner-only modes
+        os.chmod(item, 0o666 & ~umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
