@@ -370,7 +370,7 @@ class Generator:
     def _finish(self, audio: np.ndarray, normalize: bool) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if not np.isfinite(audio).all():
-            raise RuntimeError("the model produced NaN/Inf samples")
+            raise ValueError("the model produced NaN/Inf samples (are its weights trained?)")
         return _peak_normalize(audio) if normalize else audio
 
     def _need_prior(self, what: str) -> None:

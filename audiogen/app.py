@@ -27,6 +27,9 @@ MAX_CLIPS = 4  # audio players on the generate tab
 MAX_APP_SECONDS = 120.0  # the length slider's end; longer clips belong to `generate` on the command line
 MAX_UPLOAD_SECONDS = 600.0  # an uploaded clip longer than this is refused (memory, waiting)
 STREAM_CHUNK_SECONDS = 2.0  # progress is reported after each piece of this much music
+# no "share" button: it posts to Hugging Face Spaces discussions, which needs the network
+AUDIO_BUTTONS = ["download"]
+IMAGE_BUTTONS = ["download", "fullscreen"]
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is being done)
 
@@ -270,9 +273,11 @@ def build_app(gen: Any, root: str | Path | None = None, title: str = "audiogen")
                 num = gr.Slider(1, MAX_CLIPS, value=1, step=1, label="number of clips",
                                 info="clip i uses seed + i")
             go = gr.Button("Generate", variant="primary", interactive=gen.has_prior)
-            players = [gr.Audio(type="filepath", label=f"clip {i + 1}", visible=i == 0, interactive=False)
+            players = [gr.Audio(type="filepath", label=f"clip {i + 1}", visible=i == 0, interactive=False,
+                                buttons=AUDIO_BUTTONS)
                        for i in range(MAX_CLIPS)]
-            picture = gr.Image(type="filepath", label="spectrograms (log-mel)", interactive=False)
+            picture = gr.Image(type="filepath", label="spectrograms (log-mel)", interactive=False,
+                               buttons=IMAGE_BUTTONS)
             info = gr.Markdown()
 
             def on_generate(seconds, seed, temperature, num, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
@@ -300,8 +305,9 @@ def build_app(gen: Any, root: str | Path | None = None, title: str = "audiogen")
                 v_seed = gr.Number(value=None, precision=0, label="seed", info="empty: a fresh one")
                 v_temperature = gr.Slider(0.5, 1.5, value=1.0, step=0.05, label="temperature (after the clip)")
             v_go = gr.Button("Make a variation", variant="primary", interactive=gen.has_prior)
-            v_audio = gr.Audio(type="filepath", label="variation", interactive=False)
-            v_picture = gr.Image(type="filepath", label="spectrograms: the clip, the variation", interactive=False)
+            v_audio = gr.Audio(type="filepath", label="variation", interactive=False, buttons=AUDIO_BUTTONS)
+            v_picture = gr.Image(type="filepath", label="spectrograms: the clip, the variation", interactive=False,
+                                 buttons=IMAGE_BUTTONS)
             v_info = gr.Markdown()
 
             def on_variation(upload, amount, seconds, seed, temperature, progress=gr.Progress()):  # noqa: B008
@@ -324,8 +330,9 @@ def build_app(gen: Any, root: str | Path | None = None, title: str = "audiogen")
                 blend = gr.Checkbox(value=False, label="a fixed blend instead of a morph")
                 at = gr.Slider(0, 1, value=0.5, step=0.05, label="blend (0: first, 1: second)")
             m_go = gr.Button("Morph", variant="primary")
-            m_audio = gr.Audio(type="filepath", label="morph", interactive=False)
-            m_picture = gr.Image(type="filepath", label="spectrograms: first, second, result", interactive=False)
+            m_audio = gr.Audio(type="filepath", label="morph", interactive=False, buttons=AUDIO_BUTTONS)
+            m_picture = gr.Image(type="filepath", label="spectrograms: first, second, result", interactive=False,
+                                 buttons=IMAGE_BUTTONS)
             m_info = gr.Markdown()
 
             def on_morph(first, second, seconds, blend, at, progress=gr.Progress()):  # noqa: B008
@@ -342,9 +349,10 @@ def build_app(gen: Any, root: str | Path | None = None, title: str = "audiogen")
             c_upload = gr.Audio(type="filepath", sources=["upload", "microphone"], label="a clip")
             c_go = gr.Button("Encode and decode", variant="primary")
             c_info = gr.Markdown()
-            c_audio = gr.Audio(type="filepath", label="decoded", interactive=False)
+            c_audio = gr.Audio(type="filepath", label="decoded", interactive=False, buttons=AUDIO_BUTTONS)
             c_latents = gr.File(label="the latents (.npz; `audiogen decode` reads it)", interactive=False)
-            c_picture = gr.Image(type="filepath", label="spectrograms: original, decoded", interactive=False)
+            c_picture = gr.Image(type="filepath", label="spectrograms: original, decoded", interactive=False,
+                                 buttons=IMAGE_BUTTONS)
 
             def on_codec(upload, progress=gr.Progress()):  # noqa: B008
                 path, latents, png, line = _as_user_error(gr, lambda: codec_clip(

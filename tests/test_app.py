@@ -101,3 +101,17 @@ def test_cli_refuses_a_busy_port_in_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("audiogen app: error: --host 127.0.0.1 --port") and err.count("\n") == 1
+
+
+def test_generate_reports_progress_as_it_streams(models, tmp_path):
+    from audiogen.api import Generator
+    from audiogen.app import STREAM_CHUNK_SECONDS, generate_clips
+
+    reports = []
+    gen = Generator.from_pretrained(models["model"], models["vocoder"])
+    paths, _, _ = generate_clips(gen, tmp_path, 6.0, 1, 1.0, 2, lambda done, desc: reports.append((done, desc)))
+    fractions = [done for done, _ in reports]
+    assert len(paths) == 2
+    assert len(reports) >= 2 * 6.0 / STREAM_CHUNK_SECONDS  # a report per streamed piece of each clip
+    assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] == 1.0
+    assert fractions[len(fractions) // 2 - 1] <= 0.5  # the first clip fills the first half
