@@ -19,9 +19,12 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from audiogen.api import Generator
 
 MAX_CLIPS = 4  # audio players on the generate tab
 MAX_APP_SECONDS = 120.0  # the length slider's end; longer clips belong to `generate` on the command line
@@ -50,7 +53,7 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> str:
     return str(path)
 
 
-def write_spectrograms(path: Path, gen: Any, clips: dict[str, np.ndarray], title: str = "") -> str:
+def write_spectrograms(path: Path, gen: Generator, clips: dict[str, np.ndarray], title: str = "") -> str:
     """A PNG of the clips' log-mels (n_mels × frames each), stacked, on one colour scale."""
     from audiogen.plots import save_spectrograms
 
@@ -59,17 +62,17 @@ def write_spectrograms(path: Path, gen: Any, clips: dict[str, np.ndarray], title
     return str(path)
 
 
-def load_upload(gen: Any, path: str | None, what: str) -> np.ndarray:
+def load_upload(gen: Generator, path: str | None, what: str) -> np.ndarray:
     """An uploaded file as mono float32 at the generator's rate, or a ValueError naming it."""
-    from audiogen.audio import load_audio
+    from audiogen.audio import audio_info, load_audio
 
     if not path:
         raise ValueError(f"upload {what} first")
-    audio = load_audio(path, gen.sample_rate)[0]
-    if len(audio) > MAX_UPLOAD_SECONDS * gen.sample_rate:
-        raise ValueError(f"{what} is {len(audio) / gen.sample_rate:.0f} s long; the app takes clips up to "
+    seconds = audio_info(path)[2]  # from the header: a long file is refused before it is decoded
+    if seconds > MAX_UPLOAD_SECONDS:
+        raise ValueError(f"{what} is {seconds:.0f} s long; the app takes clips up to "
                          f"{MAX_UPLOAD_SECONDS:.0f} s (use the command line for longer ones)")
-    return audio
+    return load_audio(path, gen.sample_rate)[0]
 
 
 def _seed(value: float | None) -> int | None:
@@ -81,7 +84,7 @@ def _seed(value: float | None) -> int | None:
     return int(value)
 
 
-def _played(gen: Any, seconds: float, seed: int, temperature: float, progress: Progress,
+def _played(gen: Generator, seconds: float, seed: int, temperature: float, progress: Progress,
             done: float, share: float) -> np.ndarray:
     """One generated clip, normalised as ``generate`` writes it, reporting progress as it streams.
 
@@ -104,7 +107,7 @@ def _normalized(audio: np.ndarray) -> np.ndarray:
     return peak_normalize(audio, TARGET_PEAK)
 
 
-def generate_clips(gen: Any, folder: Path, seconds: float, seed: int | None, temperature: float, num: int,
+def generate_clips(gen: Generator, folder: Path, seconds: float, seed: int | None, temperature: float, num: int,
                    progress: Progress = _no_progress) -> tuple[list[str], str, str]:
     """New clips.
 
@@ -132,7 +135,7 @@ def generate_clips(gen: Any, folder: Path, seconds: float, seed: int | None, tem
     return paths, picture, f"Seed {seeds}. The same from the command line: `{again}`"
 
 
-def variation_clip(gen: Any, folder: Path, upload: str | None, amount: float, seed: int | None,
+def variation_clip(gen: Generator, folder: Path, upload: str | None, amount: float, seed: int | None,
                    seconds: float | None, temperature: float, progress: Progress = _no_progress
                    ) -> tuple[str, str, str]:
     """A variation of an uploaded clip (``generate --like``); ``seconds`` None or 0: the clip's length.
@@ -153,7 +156,7 @@ def variation_clip(gen: Any, folder: Path, upload: str | None, amount: float, se
     return path, picture, f"Seed {seed}. The same from the command line: `{again}`"
 
 
-def morph_clip(gen: Any, folder: Path, first: str | None, second: str | None, seconds: float | None,
+def morph_clip(gen: Generator, folder: Path, first: str | None, second: str | None, seconds: float | None,
                at: float | None, progress: Progress = _no_progress) -> tuple[str, str, str]:
     """The first upload turning into the second (``audiogen morph``); ``at`` in [0, 1]: a fixed blend instead.
 
@@ -174,7 +177,7 @@ def morph_clip(gen: Any, folder: Path, first: str | None, second: str | None, se
     return path, picture, f"{what.capitalize()}, {len(audio) / gen.sample_rate:.1f} s. From the command line: `{again}`"
 
 
-def codec_clip(gen: Any, folder: Path, upload: str | None, progress: Progress = _no_progress
+def codec_clip(gen: Generator, folder: Path, upload: str | None, progress: Progress = _no_progress
                ) -> tuple[str, str, str, str]:
     """An uploaded clip through the codec: encoded to float16 latents and decoded again.
 
@@ -234,7 +237,7 @@ def _as_user_error(gr: Any, run: Callable[[], Any]) -> Any:
         raise gr.Error(str(err)) from None
 
 
-def build_app(gen: Any, root: str | Path | None = None, title: str = "audiogen") -> Any:
+def build_app(gen: Generator, root: str | Path | None = None, title: str = "audiogen") -> Any:
     """The Gradio page over a loaded generator.
 
     Args:

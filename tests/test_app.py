@@ -115,3 +115,16 @@ def test_generate_reports_progress_as_it_streams(models, tmp_path):
     assert len(reports) >= 2 * 6.0 / STREAM_CHUNK_SECONDS  # a report per streamed piece of each clip
     assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] == 1.0
     assert fractions[len(fractions) // 2 - 1] <= 0.5  # the first clip fills the first half
+
+
+def test_a_long_upload_is_refused_before_it_is_decoded(models, clip_file, monkeypatch):
+    import audiogen.app as app
+    from audiogen.api import Generator
+
+    gen = Generator.from_pretrained(models["model"], models["vocoder"])
+    assert len(app.load_upload(gen, str(clip_file), "a clip")) == int(1.5 * SR)
+    monkeypatch.setattr(app, "MAX_UPLOAD_SECONDS", 1.0)
+    with pytest.raises(ValueError, match="a clip is 2 s long; the app takes clips up to 1 s"):
+        app.load_upload(gen, str(clip_file), "a clip")
+    with pytest.raises(ValueError, match="upload a clip first"):
+        app.load_upload(gen, None, "a clip")
