@@ -267,7 +267,7 @@ def export_graph(graph: ExportableGraph, path: str | Path) -> None:
     names = [t.name for t in graph.spec.inputs]
     dims: dict[str, torch.export.Dim] = {}
     dynamic_shapes = {
-        name: {axis: dims.setdefault(axis_name, torch.export.Dim(axis_name.lower()))
+        name: {axis: dims.setdefault(axis_name, torch.export.Dim(axis_name))
                for axis, axis_name in graph.dynamic_axes.get(name, {}).items()}
         for name in names
     }
