@@ -17,6 +17,9 @@ import numpy as np
 # soxr's "HQ" is a band-limited polyphase resampler (about 140 dB stop band); FAD values move
 # with the resampler, so one choice is made here and named in reports.
 RESAMPLER = "soxr_hq"
+# File name endings of the formats :func:`load_audio` decodes (libsndfile >= 1.1: Ogg Vorbis and Opus, MP3):
+# the one list every command that reads a folder of audio accepts (audiogen-prepare --audio-dir, audiogen-fad).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au")
 
 
 class AudioError(ValueError):

@@ -44,8 +44,12 @@ TMP_PREFIX = ".tmp-"
 def write_text_atomic(path: Path, text: str) -> None:
     # the pid keeps two processes (shards sharing a cache) from writing the same temporary file
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
+        raise
 
 
 def json_text(data: Any) -> str:

@@ -46,10 +46,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from audiogen.audio import RESAMPLER, AudioError, load_audio
+from audiogen.audio import AUDIO_SUFFIXES, RESAMPLER, AudioError, load_audio
 from audiogen.download import default_cache_dir, sha256_file
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au")
+AUDIO_EXTENSIONS = AUDIO_SUFFIXES  # one list, in audiogen.audio
 NOT_COMPARABLE_NOTE = (
     "mel embedding: weight-free statistics of audiogen's log-mel frames; NOT comparable to published FAD"
 )

@@ -3,7 +3,9 @@
 :func:`prepare_cache` decodes each piece once, resamples it to the frontend rate and stores audio
 (int16 or float32) and log-mel (float32) as memory-mappable ``.npy`` per piece in the layout of
 :mod:`audiogen.cache`, atomically, so a killed run leaves nothing half-written and a rerun resumes.
-Bad files are skipped with the reason (:class:`Skipped`), never fatal.
+Bad files are skipped with the reason (:class:`Skipped`), never fatal. A failed write (a full
+disk) stops the run: the piece being written is removed, the index lists the pieces finished
+before it, and a rerun continues from there.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,9 @@ from audiogen.cache import (
     write_text_atomic,
 )
 from audiogen.frontend import FrontendConfig, MelFrontend
-from audiogen.sources import SourcePiece, shard_of
+from audiogen.sources import DataError, SourcePiece, missing_reason, shard_of
 
+MAX_LISTED_PER_KIND = 10  # a summary lists at most this many skipped pieces of one kind, then counts the rest
 MEL_CHUNK_FRAMES = 8192  # about 95 s at 22,050 Hz / hop 256: bounds a worker's STFT memory
 
 
@@ -73,6 +76,18 @@ def compute_log_mel(frontend: MelFrontend, audio: np.ndarray, chunk_frames: int 
     return out
 
 
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as ``np.save`` does (format 1.0), but through Python's file object.
+
+    numpy's own writer reports a full disk as "N requested and M written" without an errno;
+    written this way a full disk raises ``OSError(ENOSPC)``, which the command reports as such.
+    """
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(array))
+        handle.write(memoryview(array).cast("B"))
+
+
 @dataclass(frozen=True)
 class PrepareOptions:
     """What preparation accepts: pieces shorter than ``min_seconds`` or with a peak below
@@ -91,7 +106,12 @@ class PrepareOptions:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A piece preparation left out: ``kind`` is missing, corrupt, too_short, silent or error."""
+    """A piece preparation left out.
+
+    ``kind`` is missing (no file, or a dangling link), unreadable (a file or folder that cannot
+    be opened), duplicate (a second path to a recording listed already), corrupt, too_short,
+    silent or error.
+    """
 
     name: str
     split: str
@@ -112,6 +132,16 @@ def _remove_stale_tmp(parent: Path, name: str) -> None:
     if parent.is_dir():
         for stale in parent.glob(f"{TMP_PREFIX}{name}.*"):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def _remove_tmp_of(pieces: Sequence[SourcePiece], cache_dir: Path) -> None:
+    """Remove the temporary folders of these pieces' unfinished writes (a kill, a full disk).
+
+    Only these pieces': shards sharing a cache folder own disjoint pieces, so another shard's
+    write in progress is never touched.
+    """
+    for piece in pieces:
+        _remove_stale_tmp(piece_dir(cache_dir, piece.split, piece.name).parent, piece.name)
 
 
 def prepare_piece(
@@ -140,8 +170,10 @@ def prepare_piece(
         write_text_atomic(cache_dir / SKIPPED_DIR / f"{piece.name}.json", json_text(record.to_dict()))
         return "skipped", 0.0, record
 
+    if piece.problem is not None:
+        return skip(*piece.problem)
     if not piece.path.is_file():
-        return skip("missing", f"{piece.path}: file not found (nor as .flac/.wav)")
+        return skip("missing", missing_reason(piece.path))
     try:
         audio, _ = load_audio(piece.path, config.sample_rate)
     except AudioError as err:
@@ -181,8 +213,8 @@ def prepare_piece(
     tmp = parent / f"{TMP_PREFIX}{piece.name}.{os.getpid()}"
     tmp.mkdir()
     try:
-        np.save(tmp / "audio.npy", stored)
-        np.save(tmp / "mel.npy", mel)
+        save_npy(tmp / "audio.npy", stored)
+        save_npy(tmp / "mel.npy", mel)
         (tmp / "meta.json").write_text(json_text(meta), encoding="utf-8")
         try:
             os.replace(tmp, final)  # the piece appears whole or not at all
@@ -214,7 +246,9 @@ class PrepareReport:
         """Preparation throughput: hours of audio per hour of wall time per worker."""
         return self.audio_seconds / max(self.wall_seconds * self.workers, 1e-9)
 
-    def summary(self) -> str:
+    def summary(self, cache_dir: str | Path | None = None) -> str:
+        """The report for a user: counts, then each skipped piece by kind (at most
+        :data:`MAX_LISTED_PER_KIND` of a kind; every one is in ``cache_dir``'s index)."""
         lines = [
             f"prepared {self.prepared} pieces ({self.audio_seconds / 3600:.3f} h of audio) in "
             f"{self.wall_seconds:.1f} s with {self.workers} worker(s): "
@@ -227,7 +261,13 @@ class PrepareReport:
                 kinds[s.kind] = kinds.get(s.kind, 0) + 1
             counts = ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items()))
             lines.append(f"skipped {len(self.skipped)} pieces ({counts}):")
-            lines += [f"  {s.kind:9s} {s.split:10s} {s.source}: {s.reason}" for s in self.skipped]
+            where = f"{Path(cache_dir) / 'index.json'}" if cache_dir is not None else "the cache's index.json"
+            for kind in sorted(kinds):
+                of_kind = [s for s in self.skipped if s.kind == kind]
+                shown = of_kind if len(of_kind) <= MAX_LISTED_PER_KIND else of_kind[:3]
+                lines += [f"  {s.kind:10s} {s.split:10s} {s.source}: {s.reason}" for s in shown]
+                if len(shown) < len(of_kind):
+                    lines.append(f"  {kind:10s} ... and {len(of_kind) - len(shown)} more (every one in {where})")
         else:
             lines.append("skipped: none")
         return "\n".join(lines)
@@ -245,6 +285,34 @@ def _worker_init(frontend: dict[str, Any], cache_dir: str, options: PrepareOptio
 
 def _worker_run(piece: SourcePiece) -> tuple[str, float, Skipped | None]:
     return prepare_piece(piece, _WORKER["cache_dir"], _WORKER["frontend"], _WORKER["options"])
+
+
+def _prepare_all(
+    todo: Sequence[SourcePiece],
+    cache_dir: Path,
+    frontend: FrontendConfig,
+    options: PrepareOptions,
+    workers: int,
+    account: Callable[[tuple[str, float, Skipped | None]], None],
+) -> None:
+    """Prepare each piece, in this process or a pool, and pass each result to ``account``."""
+    if workers == 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            mel_frontend = MelFrontend(frontend)
+            for piece in todo:
+                account(prepare_piece(piece, cache_dir, mel_frontend, options))
+        finally:
+            torch.set_num_threads(threads)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # fork after torch is loaded can deadlock
+    init = (frontend.to_dict(), str(cache_dir), options)
+    with context.Pool(workers, initializer=_worker_init, initargs=init) as pool:
+        for result in pool.imap_unordered(_worker_run, todo):
+            account(result)
 
 
 def _size_key(piece: SourcePiece) -> tuple[int, str]:
@@ -279,6 +347,9 @@ def prepare_cache(
 
     Raises:
         FrontendMismatchError: the cache was made with another frontend.
+        DataError: two pieces with one key (a listing lists each file once).
+        OSError: a write failed (e.g. ENOSPC, a full disk): the piece being written is removed
+            and the index lists the pieces finished before it, so a rerun continues.
     """
     from tqdm import tqdm
 
@@ -287,6 +358,10 @@ def prepare_cache(
     ensure_cache_frontend(cache_dir, frontend)
     if shard is not None:
         pieces = shard_of(pieces, *shard)
+    keys = [p.key for p in pieces]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        raise DataError(f"pieces listed twice: {', '.join(repeated[:3])}; each file must be listed once")
     report = PrepareReport(workers=max(1, workers))
     todo = []
     for piece in pieces:
@@ -296,6 +371,7 @@ def prepare_cache(
             todo.append(piece)
     todo.sort(key=_size_key)  # longest first: the pool's last task is a short one
     report.workers = min(report.workers, max(1, len(todo)))  # the processes actually used
+    _remove_tmp_of(todo, cache_dir)  # space a killed or failed run left, before asking for more
     write_index(cache_dir)
     bar = tqdm(total=len(todo), unit="piece", disable=not progress, desc="prepare", smoothing=0.05)
     last_index = time.monotonic()
@@ -309,32 +385,26 @@ def prepare_cache(
         elif status == "exists":
             report.existing += 1
         elif skipped is not None:
-            report.skipped.append(skipped)
-            bar.write(f"skipped ({skipped.kind}) {skipped.source}: {skipped.reason}")
+            report.skipped.append(skipped)  # listed once, in the summary (the bar counts them)
         bar.update()
         bar.set_postfix(hours=f"{report.audio_seconds / 3600:.2f}", skipped=len(report.skipped))
         if time.monotonic() - last_index > index_every_s:
             write_index(cache_dir)
             last_index = time.monotonic()
 
-    if report.workers == 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+    try:
+        _prepare_all(todo, cache_dir, frontend, options, report.workers, account)
+    except OSError:
+        # a full disk, most likely: workers stopped mid-write leave temporary folders; the
+        # pieces finished so far stay and are indexed when there is room for the index
+        _remove_tmp_of(todo, cache_dir)
         try:
-            mel_frontend = MelFrontend(frontend)
-            for piece in todo:
-                account(prepare_piece(piece, cache_dir, mel_frontend, options))
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")  # fork after torch is loaded can deadlock
-        init = (frontend.to_dict(), str(cache_dir), options)
-        with context.Pool(report.workers, initializer=_worker_init, initargs=init) as pool:
-            for result in pool.imap_unordered(_worker_run, todo):
-                account(result)
-    bar.close()
+            write_index(cache_dir)
+        except OSError:
+            pass  # the previous index stays; it lists only complete pieces too
+        raise
+    finally:
+        bar.close()
     write_index(cache_dir)
     report.skipped.sort(key=lambda s: s.source)
     report.wall_seconds = time.perf_counter() - started
