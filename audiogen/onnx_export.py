@@ -97,6 +97,27 @@ LOG_MEL_UNITS = "natural-log magnitude mel (the frontend's log(max(mel, log_floo
 LATENT_UNITS = "VAE latent (unitless; about N(0, 1) under the prior)"
 
 
+def folded_copy(module: nn.Module) -> nn.Module:
+    """A CPU copy in eval mode with every parametrization (weight norm) folded into a plain parameter.
+
+    ``module`` itself is left as it was. Not ``copy.deepcopy`` then ``remove_parametrizations``: a
+    parametrized module's class is made for it alone and deepcopy shares that class with the copy,
+    so removing the parametrization from the copy deletes the ``weight`` property from the
+    original's class as well (the original then fails with "has no attribute 'weight'").
+    """
+    from torch.nn.utils import parametrize
+
+    clone = copy.deepcopy(module).cpu().eval()
+    for sub in clone.modules():
+        if parametrize.is_parametrized(sub):
+            values = {name: getattr(sub, name).detach().clone() for name in sub.parametrizations}
+            delattr(sub, "parametrizations")
+            sub.__class__ = sub.__class__.__bases__[0]  # the class it had before it was parametrized
+            for name, value in values.items():
+                sub.register_parameter(name, nn.Parameter(value, requires_grad=False))
+    return clone
+
+
 # --------------------------------------------------------------------------------------------
 # Export wrappers: the inference path of each network as a plain forward with tensor arguments
 
@@ -177,8 +198,7 @@ class MixturePriorStep(nn.Module):
 
 def vocoder_graph(vocoder: nn.Module, frames: int = 64) -> ExportableGraph:
     """The vocoder (any :class:`audiogen.vocoder.Vocoder`) on a copy with weight norm folded away."""
-    module = copy.deepcopy(vocoder).cpu().eval()
-    module.remove_weight_norm()
+    module = folded_copy(vocoder)
     n_mels, hop = module.n_mels, module.hop_length
     spec = GraphSpec(
         name="vocoder",
@@ -199,7 +219,7 @@ def vae_decoder_graph(vae: nn.Module, latent_frames: int = 16) -> ExportableGrap
         inputs=(TensorSpec("latents", ("B", d, "L"), LATENT_UNITS),),
         outputs=(TensorSpec("mel", ("B", n_mels, f"L*{r}"), LOG_MEL_UNITS),),
     )
-    module = VAEDecoderGraph(copy.deepcopy(vae).cpu().eval())
+    module = VAEDecoderGraph(folded_copy(vae))
     extra = {"time_ratio": r, "context_latent_frames": vae.decoder_context}
     example = torch.randn(EXAMPLE_BATCH, d, latent_frames)
     return ExportableGraph(spec, module, (example,), {"latents": {0: "B", 2: "L"}}, extra)
@@ -216,7 +236,7 @@ def vae_encoder_graph(vae: nn.Module, frames: int = 63) -> ExportableGraph:
         inputs=(TensorSpec("mel", ("B", n_mels, "F"), LOG_MEL_UNITS),),
         outputs=(latent, dataclasses.replace(latent, name="logvar", units="natural log of the posterior variance")),
     )
-    module = VAEEncoderGraph(copy.deepcopy(vae).cpu().eval())
+    module = VAEEncoderGraph(folded_copy(vae))
     # an example length that is not a multiple of the ratio, so the padding is traced as a computation
     return ExportableGraph(spec, module, (torch.randn(EXAMPLE_BATCH, n_mels, frames) - 5.0,), {"mel": {0: "B", 2: "F"}},
                            {"time_ratio": r})
@@ -229,7 +249,7 @@ def prior_step_graph(prior: nn.Module) -> ExportableGraph | str:
     if not isinstance(prior, LatentPrior):
         return (f"{type(prior).__name__}: only the mixture prior (kind latent_prior) has a one-step graph; the flow "
                 "prior's step is a rotary transformer over a sliding key/value cache plus an ODE solve per token")
-    module = MixturePriorStep(copy.deepcopy(prior).cpu().eval())
+    module = MixturePriorStep(folded_copy(prior))
     d, k = prior.latent_dim, prior.num_mixtures
     s, c = module.state_frames, prior.head.in_features
     state_units = "the blocks' normalised inputs, oldest first (zeros: the start of a piece)"

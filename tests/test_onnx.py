@@ -182,3 +182,37 @@ def test_flow_prior_has_no_step_graph_and_says_why():
     config = FlowPriorConfig(width=16, layers=1, heads=2, head_width=16, head_blocks=1)
     why = prior_step_graph(FlowPrior.from_config(config, latent_dim=4))
     assert isinstance(why, str) and "flow" in why
+
+
+def test_folded_copy_drops_weight_norm_and_leaves_the_original_whole():
+    """deepcopy + remove_parametrizations would break the original (they share its class); folded_copy does not."""
+    from torch.nn.utils import parametrize
+
+    from audiogen.onnx_export import folded_copy
+    from audiogen.vocoder import HiFiGANGenerator
+
+    torch.manual_seed(0)
+    vocoder = HiFiGANGenerator(n_mels=80, upsample_rates=(8, 8, 4), upsample_kernel_sizes=(16, 16, 8),
+                               upsample_initial_channel=16, resblock="2", resblock_kernel_sizes=(3,),
+                               resblock_dilation_sizes=((1, 3),)).eval()
+    mel = torch.randn(1, 80, 9) - 5.0
+    folded = folded_copy(vocoder)
+    assert not any(parametrize.is_parametrized(m) for m in folded.modules())
+    assert parametrize.is_parametrized(vocoder.body.conv_pre, "weight")
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(mel), vocoder(mel), atol=1e-6, rtol=0)
+
+
+def test_a_vae_only_folder_exports_without_a_prior_step(tmp_path, monkeypatch):
+    import shutil
+
+    from audiogen import onnx_export
+
+    model = tmp_path / "vae-only"
+    model.mkdir()
+    for name in ("config.yaml", "vae.safetensors"):
+        shutil.copy(pretrained_dir("spec") / name, model / name)
+    monkeypatch.setattr(onnx_export, "export_graph", fake_export)
+    manifest = onnx_export.export_onnx(tmp_path / "onnx", model_dir=model)
+    assert "prior_step" not in manifest["graphs"] and "no prior" in manifest["not_exported"]["prior_step"]
+    assert not (tmp_path / "onnx" / "prior_step.onnx").exists()
