@@ -11,8 +11,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from audiogen.audio import AUDIO_SUFFIXES
 from audiogen.cli import (
     EXIT_ENVIRONMENT,
     EXIT_OK,
@@ -23,9 +24,13 @@ from audiogen.cli import (
     one_line_errors,
 )
 
+if TYPE_CHECKING:  # the library is imported when a command runs, so that --help stays fast
+    from audiogen.maestro import MaestroListing
+    from audiogen.sources import SourcePiece, SplitFractions
+
 PROG = "audiogen-prepare"
 MAX_WARNINGS = 10  # repeated-row warnings printed one by one; the rest are counted
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Prepare a cache of memory-mapped audio and log-mel per piece (per split) for training.
 
   audiogen-prepare --maestro ROOT --out CACHE [--config configs/audio/default.yaml] [--workers N] [--shard I/N]
@@ -37,7 +42,7 @@ MAESTRO: the root holds maestro-v3.0.0.json/.csv (or v2/v1) and the year folders
 as .wav may be a .flac beside it and vice versa. Each audio file is prepared once: a repeated
 row is reported and dropped, and a file listed in two splits goes to the split of its first row.
 Rows are numbered as a spreadsheet shows them (the header is row 1).
---audio-dir: every file ending in .wav .flac .ogg .oga .opus .mp3 .aif .aiff .au under DIR,
+--audio-dir: every file ending in {' '.join(AUDIO_SUFFIXES)} under DIR,
 following links to folders; a file's split comes from a hash of its path (80/10/10 unless
 --val-fraction / --test-fraction say otherwise), so adding files never moves others. Dangling
 links, unreadable files and second paths to one recording are reported as skipped.
@@ -48,8 +53,9 @@ Shards: --shard I/N (0 <= I < N) takes a disjoint, deterministic subset. Shards 
 one shared CACHE folder (the index is rebuilt from the piece folders; run --reindex once all are
 done), or into separate folders merged with --merge (piece folders are hard-linked or copied).
 Corrupt, missing, silent and too-short files are skipped and reported.
-Exit status: 0 when nothing was skipped, 1 when some pieces were skipped (each listed), 2 for a
-bad option or input (one line), 3 when the disk is full or memory runs out, 130 when interrupted.
+Skipped pieces are listed once each (past 10 of a kind, counted; all are in CACHE/index.json).
+Exit status: 0 when nothing was skipped, 1 when some pieces were skipped, 2 for a bad option or
+input (one line), 3 when the disk is full or memory runs out, 130 when interrupted.
 """
 
 
@@ -113,7 +119,7 @@ def warn(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
-def _split_fractions(args: argparse.Namespace):
+def _split_fractions(args: argparse.Namespace) -> SplitFractions:
     from audiogen.sources import DataError, SplitFractions
 
     given = {"validation": args.val_fraction, "test": args.test_fraction}
@@ -128,7 +134,7 @@ def _split_fractions(args: argparse.Namespace):
         raise DataError(f"{option}: {err}") from None
 
 
-def empty_split_warning(pieces: list[Any], fractions: Any, folder: str) -> str | None:
+def empty_split_warning(pieces: list[SourcePiece], fractions: SplitFractions, folder: str) -> str | None:
     """One line when validation or test gets no file of an --audio-dir folder, with the options that fill them."""
     from audiogen.sources import fractions_that_fill_every_split
 
@@ -149,7 +155,7 @@ def empty_split_warning(pieces: list[Any], fractions: Any, folder: str) -> str |
     return line + f"; --val-fraction {better.validation:.2f} --test-fraction {better.test:.2f} gives each split a file"
 
 
-def missing_audio_line(listing: Any) -> str:
+def missing_audio_line(listing: MaestroListing) -> str:
     """The one line for a MAESTRO folder none of whose listed audio is there."""
     from audiogen.maestro import find_audio_root
 
@@ -161,7 +167,7 @@ def missing_audio_line(listing: Any) -> str:
     return line + (f" They are under {found}: pass --maestro {found}" if found is not None else "")
 
 
-def _list_pieces(args: argparse.Namespace) -> list[Any]:
+def _list_pieces(args: argparse.Namespace) -> list[SourcePiece]:
     """The pieces to prepare, with one warning line per problem of the listing; refuses an empty one."""
     from audiogen.maestro import read_maestro_listing
     from audiogen.sources import DataError, list_audio_dir
