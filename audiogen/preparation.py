@@ -140,8 +140,13 @@ def _remove_tmp_of(pieces: Sequence[SourcePiece], cache_dir: Path) -> None:
     Only these pieces': shards sharing a cache folder own disjoint pieces, so another shard's
     write in progress is never touched.
     """
-    for piece in pieces:
-        _remove_stale_tmp(piece_dir(cache_dir, piece.split, piece.name).parent, piece.name)
+    owned = {(p.split, p.name) for p in pieces}
+    for split in sorted({p.split for p in pieces}):
+        folder = cache_dir / split
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            # temporary names are f"{TMP_PREFIX}{piece name}.{pid}"
+            if entry.name.startswith(TMP_PREFIX) and (split, entry.name[len(TMP_PREFIX) :].rsplit(".", 1)[0]) in owned:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 def prepare_piece(
