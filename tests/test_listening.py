@@ -46,13 +46,14 @@ def write_clip(path: Path, seconds: float = 0.2, sr: int = 8000, freq: float = 4
         handle.write((0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
 
 
-def make_sets(root: Path, n_real: int = 3, n_generated: int = 3) -> tuple[Path, Path]:
+def make_sets(root: Path, n_real: int = 3, n_generated: int = 3, seconds: float = 0.2) -> tuple[Path, Path]:
     """Folders whose names, file names and formats would give the set away if anything leaked."""
     real, generated = root / "realclips", root / "generatedclips"
     for i in range(n_real):
-        write_clip(real / f"real_take_{i}.flac", sr=16000, freq=300 + 50 * i)
+        write_clip(real / f"real_take_{i}.flac", seconds, sr=16000, freq=300 + 50 * i)
     for i in range(n_generated):
-        write_clip(generated / f"gen_sample_{i}.wav", sr=8000, freq=500 + 50 * i, comment='{"audiogen": "tags"}')
+        write_clip(generated / f"gen_sample_{i}.wav", seconds, sr=8000, freq=500 + 50 * i,
+                   comment='{"audiogen": "tags"}')
     return real, generated
 
 
