@@ -362,6 +362,8 @@ def export_onnx(
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise ValueError(f"{out_dir}: already exists (pass --force to replace it)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file, not a folder (--force replaces only a folder)")
     if not out_dir.parent.is_dir() or not os.access(out_dir.parent, os.W_OK):
         raise ValueError(f"{out_dir}: folder {out_dir.parent} does not exist or is not writable")
     model_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
