@@ -17,6 +17,9 @@ average. PyTorch runs under ``torch.inference_mode``.
 The prior's one-step function (when the graphs have one) is timed over 100 frames fed one call
 at a time, against ``LatentPrior.advance``; on one thread both ways, as ``generate`` samples
 (:func:`audiogen.priors.one_thread`: its matrices are too small to split), in the first worker only.
+
+Kept apart from tools/bench.py (issue 16 asks for these figures there): a section of that script can call
+:func:`run_worker` and take its rows as they are.
 """
 
 from __future__ import annotations
