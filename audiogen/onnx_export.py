@@ -2,7 +2,7 @@
 
 :func:`export_onnx` writes one graph per network stage into a folder, with the configs beside
 them and a ``manifest.json`` that names each graph's inputs and outputs, their shapes
-(``B`` batch, ``C`` channels, ``T`` time) and units::
+(batch ``B``, channels, time: ``F`` mel frames, ``L`` latent frames) and units::
 
     OUT/vocoder.onnx        mel (B, n_mels, F) → audio (B, 1, F · hop)
     OUT/vae_decoder.onnx    latents (B, D, L) → mel (B, n_mels, L · time_ratio)
@@ -24,7 +24,7 @@ normals per frame, cheaper in the host language than as a graph); and the flow p
 (:mod:`audiogen.flow_prior`), whose step is a rotary transformer over a sliding key/value cache
 plus an ODE solve, so it is recorded in the manifest as not exported.
 
-Importing this module is cheap: onnx and onnxruntime are imported where they are used.
+onnx, onnxscript and onnxruntime (the ``onnx`` extra) are imported only where they are used.
 """
 
 from __future__ import annotations
