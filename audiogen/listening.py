@@ -20,6 +20,7 @@ The web page lives in :mod:`audiogen.listening_web`; this module has no web depe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -392,13 +393,13 @@ def format_report(summary: dict, source: str) -> list[str]:
     lines = [f"{source}: {summary['answers']} answers from {summary['listeners']} listener(s)"]
     if not summary["answers"]:
         return lines + ["no answers yet"]
-    lines += ["", f"{'set':<10} {'MOS':>5}  {f'{level} % interval':<13} {'answers':>7} {'listeners':>9}"]
+    lines += ["", f"{'set':<10} {'MOS':>5}  {f'{level} % interval':<14} {'answers':>7} {'listeners':>9}"]
     for name, est in summary["sets"].items():
         if est is None:
-            lines.append(f"{name:<10} {'-':>5}  {'':<13} {0:>7} {0:>9}")
+            lines.append(f"{name:<10} {'-':>5}  {'':<14} {0:>7} {0:>9}")
             continue
         low, high = est["interval"]
-        lines.append(f"{name:<10} {est['value']:>5.2f}  {f'{low:.2f}-{high:.2f}':<13} {est['answers']:>7} "
+        lines.append(f"{name:<10} {est['value']:>5.2f}  {f'{low:.2f}-{high:.2f}':<14} {est['answers']:>7} "
                      f"{est['listeners']:>9}")
     lines += ["", "listeners fooled:"]
     for key, label in (("generated_judged_real", "generated judged real"),
@@ -452,6 +453,8 @@ class ListeningSession:
         self.trials = trials
         self.seconds = seconds
         self.sample_rate = serving_rate([audio_info(c.path)[0] for c in self.real + self.generated])
+        # the browser may fetch a clip in several byte ranges: decode each clip once, not per range
+        self._wav = functools.lru_cache(maxsize=16)(blind_wav)
         self._lock = threading.Lock()
         self._plans: dict[str, list[tuple[str, Clip]]] = {}
         self._tokens: dict[str, tuple[str, Clip, int]] = {}  # token: (listener, clip, trial number)
@@ -498,4 +501,4 @@ class ListeningSession:
     def audio(self, token: str) -> bytes | None:
         """The blind WAV bytes of a trial, or None for a token no plan holds."""
         entry = self._tokens.get(token)
-        return None if entry is None else blind_wav(entry[1].path, self.sample_rate, self.seconds)
+        return None if entry is None else self._wav(entry[1].path, self.sample_rate, self.seconds)

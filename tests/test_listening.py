@@ -23,6 +23,7 @@ from audiogen.cli.listen import main as listen_main
 from audiogen.listening import (
     Clip,
     ListeningSession,
+    blind_wav,
     cluster_bootstrap,
     find_clips,
     load_answers,
@@ -109,6 +110,15 @@ def test_plan_with_fewer_trials_takes_half_from_each_set():
     plan = plan_trials(fake_clips("real", 10), fake_clips("generated", 10), "ann", trials=6)
     assert len(plan) == len(set(plan)) == 6
     assert [c.set for c in plan].count("real") == 3
+
+
+def test_clips_are_served_in_one_format_cut_to_the_seconds_asked(tmp_path):
+    write_clip(tmp_path / "a.wav", seconds=0.5, sr=8000, comment="secret provenance")
+    audio, sr = sf.read(io.BytesIO(blind_wav(tmp_path / "a.wav", 16000)))
+    assert (sr, len(audio)) == (16000, 8000)  # resampled, same duration
+    assert b"secret provenance" not in blind_wav(tmp_path / "a.wav", 16000)
+    audio, sr = sf.read(io.BytesIO(blind_wav(tmp_path / "a.wav", 16000, seconds=0.1)))
+    assert len(audio) == 1600
 
 
 def test_listener_names():
