@@ -384,7 +384,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         assert "is in use" in one_line_error(serve + ["--port", str(taken.getsockname()[1])], capsys)
-    for argv in (["--report", db, "--real", str(real)], serve[:4], ["--port", "-1"] + serve, serve + ["--json"]):
+    for argv in (["--report", db, "--real", str(real)], ["--report", db, "--trials", "4"], serve[:4],
+                 ["--port", "-1"] + serve, serve + ["--json"], serve + ["--draws", "500"]):
         with pytest.raises(SystemExit) as exit_info:
             listen_main(argv)
         assert exit_info.value.code == EXIT_USAGE

@@ -40,19 +40,25 @@ def build_parser(prog: str = "audiogen listen") -> argparse.ArgumentParser:
     return p
 
 
+SERVE_OPTIONS = ("real", "generated", "db", "port", "host", "trials", "seconds")
+REPORT_OPTIONS = ("json", "draws", "seed")
+
+
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """One mode at a time, with what it needs (argparse's one-line error and status 2 otherwise)."""
-    serving = {"--real": args.real, "--generated": args.generated, "--db": args.db}
+
+    def given(names: tuple[str, ...]) -> list[str]:
+        return [f"--{name}" for name in names if getattr(args, name) != parser.get_default(name)]
+
     if args.report is not None:
-        given = [name for name, value in serving.items() if value is not None]
-        if given:
-            parser.error(f"--report reads a results database; it takes no {', '.join(given)}")
+        if given(SERVE_OPTIONS):
+            parser.error(f"--report reads a results database; it takes no {', '.join(given(SERVE_OPTIONS))}")
         return
-    missing = [name for name, value in serving.items() if value is None]
+    missing = [f"--{name}" for name in ("real", "generated", "db") if getattr(args, name) is None]
     if missing:
         parser.error(f"serving a test needs {', '.join(missing)} (or --report FILE for a report)")
-    if args.json:
-        parser.error("--json goes with --report")
+    if given(REPORT_OPTIONS):
+        parser.error(f"{', '.join(given(REPORT_OPTIONS))}: only with --report")
 
 
 def report(args: argparse.Namespace) -> int:
