@@ -81,17 +81,31 @@ def one_line_errors(prog: str, run: Callable[[], int]) -> int:
     except MemoryError:
         print(f"{prog}: error: out of memory", file=sys.stderr)
         return EXIT_ENVIRONMENT
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except Exception as err:
-        from audiogen.audio import AudioError
-        from audiogen.checkpoint import CheckpointError
-        from audiogen.config import ConfigError
-        from audiogen.frontend import FrontendMismatchError
-
+        # Every error users can cause is a ValueError (the project's own errors derive from it:
+        # AudioError, ConfigError, CheckpointError, DataError, ...) or an OSError; nothing is
+        # imported here, so a one-line error costs no torch import.
         if isinstance(err, OSError) and err.errno in NO_SPACE:
             where = f" writing {err.filename}" if err.filename else ""
             print(f"{prog}: error: no space left on the device{where}", file=sys.stderr)
             return EXIT_ENVIRONMENT
-        if isinstance(err, (ValueError, OSError, AudioError, CheckpointError, ConfigError, FrontendMismatchError)):
+        if isinstance(err, (ValueError, OSError)):
             print(f"{prog}: error: {err}", file=sys.stderr)
             return EXIT_USAGE
         raise
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of our standard output went away (``cmd | head``): stop quietly, status 0.
+
+    Standard output is pointed at /dev/null so the interpreter's final flush cannot raise again
+    and print "Exception ignored ... BrokenPipeError" on the way out.
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
