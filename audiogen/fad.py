@@ -29,8 +29,10 @@ and its FAD runs a little high: the interval sits slightly above the point estim
 
 Embeddings of file sets (:func:`embed_files`) are cached per file under a key made of the
 file's content SHA-256 and the embedder's identity (model, weights SHA-256, framing, sample
-rate, resampler), so scoring the same folder again decodes nothing. Decoding and resampling
-run in worker processes; a file that fails to decode stops the run with an error naming it.
+rate, resampler), so scoring the same folder again decodes nothing. A cache that cannot be
+written (full or read-only disk) is warned about once and the run goes on without it. Decoding
+and resampling run in worker processes; a file that fails to decode stops the run with an
+error naming it. Every file written here gets the mode any new file gets (0666 less the umask).
 """
 
 from __future__ import annotations
@@ -38,15 +40,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from audiogen.audio import AUDIO_SUFFIXES, RESAMPLER, AudioError, load_audio
+from audiogen.audio import AUDIO_SUFFIXES, RESAMPLER, AudioError, load_audio, publish_file
 from audiogen.download import default_cache_dir, sha256_file
 
 AUDIO_EXTENSIONS = AUDIO_SUFFIXES  # one list, in audiogen.audio
@@ -446,11 +449,49 @@ class EmbeddedSet:
         }
 
 
+def write_temporary(path: Path, write: Callable[[BinaryIO], object], suffix: str) -> str:
+    """Write through ``write`` into a new temporary file beside ``path``; returns its name.
+
+    The caller publishes it with :func:`audiogen.audio.publish_file` (which gives it the mode
+    any new file gets, not mkstemp's 0600) or unlinks it. Nothing is left behind on failure.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a write to an open handle names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], suffix: str = ".part") -> None:
+    """Write a file so a reader never sees half of it; its mode follows the umask like any new file."""
+    path = Path(path)
+    tmp = write_temporary(path, write, suffix)
+    try:
+        publish_file(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class EmbeddingCache:
-    """Per-file embeddings on disk: ``root/<embedder key>/<sha[:2]>/<content sha256>.npy``."""
+    """Per-file embeddings on disk: ``root/<embedder key>/<sha[:2]>/<content sha256>.npy``.
+
+    A cache must never fail the command it speeds up: the first write the disk refuses (full,
+    read-only, not a folder) sets :attr:`failure` and every later :meth:`put` does nothing.
+    """
 
     def __init__(self, root: str | Path, identity: dict) -> None:
-        self.folder = Path(root) / embedder_key(identity)
+        self.root = Path(root)
+        self.folder = self.root / embedder_key(identity)
+        self.failure: str | None = None  # why writing stopped, once it has
 
     def _path(self, content_sha256: str) -> Path:
         return self.folder / content_sha256[:2] / f"{content_sha256}.npy"
@@ -464,17 +505,26 @@ class EmbeddingCache:
         except (OSError, ValueError):
             return None  # a damaged entry is recomputed and overwritten
 
-    def put(self, content_sha256: str, embeddings: np.ndarray) -> None:
+    def put(self, content_sha256: str, embeddings: np.ndarray) -> bool:
+        """Store one file's embeddings; False when the disk refused this or an earlier write."""
+        if self.failure is not None:
+            return False
         path = self._path(content_sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        array = np.asarray(embeddings, dtype=np.float32)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, np.asarray(embeddings, dtype=np.float32))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, lambda handle: np.save(handle, array))
+        except OSError as err:
+            self.failure = err.strerror or str(err)
+            return False
+        return True
+
+
+def warn_on_stderr(message: str) -> None:
+    """The default warning channel of :func:`embed_files`: one line, kept clear of progress bars."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def default_embedding_cache_dir() -> Path:
@@ -531,6 +581,7 @@ def embed_files(
     progress: bool = True,
     desc: str = "embedding",
     source: str = "",
+    warn: Callable[[str], None] = warn_on_stderr,
 ) -> EmbeddedSet:
     """Embed every file; each is decoded to mono at ``embedder.sample_rate`` (soxr HQ).
 
@@ -543,6 +594,8 @@ def embed_files(
         progress: tqdm bars on stderr.
         desc: progress bar label.
         source: recorded in the result (the folder or list the files came from).
+        warn: called once, with one line, when the cache cannot be written (the run goes on
+            without caching: a full or read-only disk under the cache never fails it).
 
     Raises:
         AudioError: a file is missing, undecodable, or shorter than one patch (named).
@@ -582,8 +635,8 @@ def embed_files(
                 need = embedder.framing.segment_seconds  # type: ignore[attr-defined]
                 raise AudioError(path, f"too short: {seconds:.3f} s, one {embedder.name} patch needs {need:.3f} s")
             results[path] = embeddings
-            if cache is not None:
-                cache.put(hashes[path], embeddings)
+            if cache is not None and cache.failure is None and not cache.put(hashes[path], embeddings):
+                warn(f"embedding cache {cache.root}: cannot write ({cache.failure}); going on without caching")
             bar.update(1)
     return EmbeddedSet(
         source=source,
@@ -646,16 +699,18 @@ def save_npz(embedded: EmbeddedSet, out: str | Path) -> dict[str, str]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {key: np.asarray(e, dtype=np.float32) for key, e in zip(keys, embedded.embeddings, strict=True)}
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".npz.part")
+    meta = json.dumps({"embedding": embedded.identity, "resampler": RESAMPLER, "files": keys}, indent=2) + "\n"
+    meta_path = npz_metadata_path(out)
+    # both are written in full before either is renamed, so a full disk leaves neither half-done
+    staged = [(write_temporary(out, lambda handle: np.savez(handle, **arrays), ".npz.part"), out)]
     try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, out)
+        staged.append((write_temporary(meta_path, lambda handle: handle.write(meta.encode()), ".json.part"), meta_path))
+        for tmp, target in staged:
+            publish_file(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    meta = {"embedding": embedded.identity, "resampler": RESAMPLER, "files": keys}
-    npz_metadata_path(out).write_text(json.dumps(meta, indent=2) + "\n")
     return keys
 
 
@@ -706,6 +761,16 @@ def check_same_embedding(a: EmbeddedSet, b: EmbeddedSet) -> None:
         raise ValueError(f"{a.source} and {b.source} have different embedding sizes {sorted(dims)}")
 
 
+def check_score_settings(n_bootstrap: int, level: float, fad_inf_steps: int) -> None:
+    """Refuse settings that cannot give an interval or a FAD∞ fit, before any work."""
+    if n_bootstrap < 2:
+        raise ValueError(f"n_bootstrap: a bootstrap interval needs at least 2 draws, got {n_bootstrap}")
+    if not 0 < level < 1:
+        raise ValueError(f"level: an interval's coverage must be between 0 and 1 (exclusive), got {level}")
+    if fad_inf_steps < 3:
+        raise ValueError(f"fad_inf_steps: FAD∞ fits a line to at least 3 subset sizes, got {fad_inf_steps}")
+
+
 def _small_matrix_blas(dim: int):
     """Single-threaded BLAS/LAPACK for small matrices (d <= 512), when threadpoolctl is present.
 
@@ -731,7 +796,13 @@ def score_sets(
     fad_inf_steps: int = 25,
     seed: int = 0,
 ) -> dict:
-    """FAD, its bootstrap interval and FAD∞ between two embedded sets, as a JSON-ready report."""
+    """FAD, its bootstrap interval and FAD∞ between two embedded sets, as a JSON-ready report.
+
+    Raises:
+        ValueError: the sets were embedded differently or are too small, or a setting is out of
+            range (``n_bootstrap`` < 2, ``level`` outside (0, 1), ``fad_inf_steps`` < 3).
+    """
+    check_score_settings(n_bootstrap, level, fad_inf_steps)
     check_same_embedding(background, evaluation)
     identity = background.identity or evaluation.identity or {"model": "unknown"}
     bg, ev = background.stacked(), evaluation.stacked()

@@ -288,3 +288,39 @@ def test_npz_round_trip(tmp_path, mel_embedder):
     dup = EmbeddedSet("x", ["a/x.wav", "b/x.flac"], [np.zeros((1, 2))] * 2, None)
     with pytest.raises(ValueError, match="same basename 'x'"):
         save_npz(dup, tmp_path / "dup.npz")
+
+
+def test_a_cache_that_cannot_be_written_warns_once_and_embeds_everything(tmp_path, mel_embedder):
+    files = write_clips(tmp_path / "set", 3)
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder would go\n")  # ENOTDIR even for root
+    warnings: list[str] = []
+    embedded = embed_files(files, mel_embedder, workers=1, cache_dir=not_a_folder, progress=False,
+                           warn=warnings.append)
+    assert embedded.decoded == 3 and all(e.shape[0] >= 1 and e.shape[1] == 160 for e in embedded.embeddings)
+    assert len(warnings) == 1 and str(not_a_folder) in warnings[0] and "Not a directory" in warnings[0]
+    assert not_a_folder.read_text().startswith("a file")  # left as it was
+
+
+def test_score_settings_out_of_range_are_refused_naming_them():
+    rng = np.random.default_rng(0)
+    sets = [EmbeddedSet(str(i), ["a", "b"], [rng.standard_normal((40, 4))] * 2, None) for i in range(2)]
+    for settings, name in [({"n_bootstrap": 1}, "n_bootstrap"), ({"n_bootstrap": 0}, "n_bootstrap"),
+                           ({"level": 1.0}, "level"), ({"level": 0.0}, "level"), ({"level": 2.0}, "level"),
+                           ({"fad_inf_steps": 2}, "fad_inf_steps")]:
+        with pytest.raises(ValueError, match=f"^{name}: "):
+            score_sets(*sets, **settings)
+    assert score_sets(*sets, n_bootstrap=2, level=0.5, fad_inf_steps=3)["fad"] >= 0
+
+
+def test_npz_and_its_sidecar_follow_the_umask(tmp_path, mel_embedder):
+    import os
+
+    embedded = EmbeddedSet("x", ["a.wav", "b.wav"], [np.zeros((2, 160), np.float32)] * 2, mel_embedder.identity())
+    old = os.umask(0o027)
+    try:
+        save_npz(embedded, tmp_path / "out.npz")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"out.npz": 0o640, "out.npz.json": 0o640}  # nothing else left beside them

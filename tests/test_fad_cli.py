@@ -1,5 +1,10 @@
 """``audiogen-fad`` as users type it (subprocesses): embed/score round trips with the mel
-embedding and with a random-weight VGGish checkpoint, the cache, errors, download-weights."""
+embedding and with a random-weight VGGish checkpoint, the cache, errors, download-weights.
+
+Bad numbers (:data:`BAD_NUMBERS`, 20 of them over 6 options, plus a device torch lacks and 2
+outputs that are folders) are refused in one line naming the option, status 2; outputs follow
+the umask; a full or read-only disk under the cache is warned about once and never fails the
+command; a full disk under the output ends in one line with status 3."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_tool_errors import assert_help_shows_defaults, refusal
 
 from audiogen.audio import RESAMPLER, save_audio
 from audiogen.fad import EmbeddedSet, MelEmbedder, save_npz
@@ -321,3 +327,142 @@ def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, caps
     assert (tmp_path / "r2" / "long_form.png").stat().st_size > 1000
     assert (tmp_path / "r2" / "long_spectrograms.png").stat().st_size > 1000
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------ bad numbers, file modes, caches
+
+
+BAD_NUMBERS = [  # (subcommand, option, value): each refused before any work, naming the option
+    *[("score", "--bootstrap", v) for v in ("0", "-1", "1", "x")],
+    *[("score", "--confidence", v) for v in ("2", "0", "1", "-0.5", "nan")],
+    *[("score", "--fad-inf-steps", v) for v in ("0", "2")],
+    ("score", "--seed", "-1"),
+    *[(command, "--batch-size", v) for command in ("score", "embed") for v in ("0", "-1")],
+    *[(command, "--workers", v) for command in ("score", "embed") for v in ("0", "-1")],
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value"), BAD_NUMBERS)
+def test_bad_numbers_are_refused_in_one_line_naming_the_option(workspace, command, option, value):
+    root, env = workspace
+    sets = ["--background", str(root / "real"), "--eval", str(root / "fake")] if command == "score" else [
+        str(root / "real"), "--out", str(root / "never.npz")]
+    result = run([command, *sets, "--embedding", "mel", "--no-cache", option, value], env)
+    refusal(result, f"audiogen-fad {command}: error: argument {option}:", repr(value))
+    assert not (root / "never.npz").exists()
+
+
+def test_a_device_torch_lacks_and_outputs_that_are_folders_are_refused(workspace):
+    root, env = workspace
+    mel = ["--embedding", "mel", "--no-cache", "--quiet", "--workers", "1"]
+    refusal(run(["embed", str(root / "real"), "--out", str(root / "d.npz"), *mel, "--device", "bogus"], env),
+            "--device 'bogus'", "not a torch device")
+    refusal(run(["embed", str(root / "real"), "--out", str(root / "real"), *mel], env), "--out", "is a folder")
+    score = ["score", "--background", str(root / "real"), "--eval", str(root / "fake"), *mel]
+    refusal(run([*score, "--json", str(root)], env), "--json", "is a folder")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_embed_and_score_outputs_follow_the_umask(workspace, tmp_path, umask):
+    """mkstemp makes files 0600; what a user asked for gets the mode of any new file (0666 less the umask)."""
+    root, env = workspace
+    cache = tmp_path / "cache"
+    common = ["--embedding", "mel", "--quiet", "--workers", "1", "--cache-dir", str(cache)]
+    embedded = subprocess.run(audiogen_fad() + ["embed", str(root / "real"), "--out", str(tmp_path / "r.npz"),
+                                                *common], env=env, capture_output=True, text=True, umask=umask)
+    assert embedded.returncode == 0, embedded.stderr
+    scored = subprocess.run(audiogen_fad() + ["score", "--background", str(tmp_path / "r.npz"), "--eval",
+                                              str(root / "fake"), "--json", str(tmp_path / "r.json"),
+                                              "--bootstrap", "5", *common],
+                            env=env, capture_output=True, text=True, umask=umask)
+    assert scored.returncode == 0, scored.stderr
+    written = [tmp_path / "r.npz", tmp_path / "r.npz.json", tmp_path / "r.json", *cache.rglob("*.npy")]
+    inputs = len(list((root / "real").glob("*.flac"))) + len(list((root / "fake").glob("*.flac")))
+    assert len(written) == 3 + inputs  # the cache holds one entry per input file
+    assert {oct(path.stat().st_mode & 0o777) for path in written} == {oct(0o666 & ~umask)}
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def mounted_tmpfs(path: Path, options: str) -> Path:
+    """A tmpfs at ``path`` (root only; the caller unmounts): a real full or read-only disk."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    return path
+
+
+def fill(folder: Path) -> None:
+    """Write zeros into ``folder`` until its file system refuses with ENOSPC."""
+    import errno
+
+    with pytest.raises(OSError) as full, open(folder / "filler", "wb") as handle:  # noqa: PT012
+        while True:
+            handle.write(bytes(4096))
+            handle.flush()
+            os.fsync(handle.fileno())
+    assert full.value.errno == errno.ENOSPC
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    folder = mounted_tmpfs(tmp_path / "full", "size=64k")
+    try:
+        fill(folder)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    folder = mounted_tmpfs(tmp_path / "ro", "ro,size=64k")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_under_the_cache_is_warned_about_once_and_the_score_goes_on(workspace, full_disk, tmp_path):
+    root, env = workspace
+    args = ["score", "--background", str(root / "real"), "--eval", str(root / "fake"), "--embedding", "mel",
+            "--quiet", "--workers", "1", "--bootstrap", "5", "--json", str(tmp_path / "s.json")]
+    cached = run([*args, "--cache-dir", str(full_disk / "cache")], env)
+    assert cached.returncode == 0, cached.stderr
+    assert cached.stderr.splitlines() == [cached.stderr.strip()], cached.stderr  # one line, said once
+    assert "warning: embedding cache" in cached.stderr and "No space left on device" in cached.stderr
+    uncached = run([*args, "--no-cache"], env)
+    assert uncached.returncode == 0 and uncached.stderr == "", uncached.stderr
+    assert last_json(cached.stdout)["fad"] == last_json(uncached.stdout)["fad"]
+    assert not [p for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"]
+
+
+def test_a_read_only_cache_is_warned_about_and_embed_writes_its_output(workspace, read_only_disk, tmp_path):
+    root, env = workspace
+    result = run(["embed", str(root / "real"), "--out", str(tmp_path / "e.npz"), "--embedding", "mel", "--quiet",
+                  "--workers", "1", "--cache-dir", str(read_only_disk)], env)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Read-only file system" in result.stderr, result.stderr
+    assert last_json(result.stdout)["files"] == len(list((root / "real").glob("*.flac")))
+    assert (tmp_path / "e.npz").is_file()
+
+
+def test_a_full_disk_under_the_output_ends_in_one_line_with_status_3(workspace, full_disk):
+    root, env = workspace
+    out = full_disk / "e.npz"
+    result = run(["embed", str(root / "real"), "--out", str(out), "--embedding", "mel", "--quiet", "--workers", "1",
+                  "--no-cache"], env)
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [f"audiogen-fad: error: no space left on the device writing {out}"]
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # nothing half-written left behind
+
+
+def test_help_shows_every_default():
+    from audiogen.cli.fad import build_parser
+
+    assert_help_shows_defaults(build_parser())
+    for command in ("embed", "score", "download-weights"):
+        shown = subprocess.run(audiogen_fad() + [command, "--help"], capture_output=True, text=True)
+        assert shown.returncode == 0 and "default" in shown.stdout

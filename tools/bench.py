@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+PROG = "bench"
 TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 if str(TOOLS) not in sys.path:  # bench_vocoder.py sits beside this file
@@ -1205,23 +1206,49 @@ def save_plots(r: dict[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from audiogen.cli.arguments import positive_float, positive_int
+
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="short run for CI (under 2 minutes)")
-    parser.add_argument("--json", type=Path, help="write the flat results here")
-    parser.add_argument("--md", type=Path, help="write the markdown tables here (also printed)")
-    parser.add_argument("--plot", type=Path, help="write the scaling plots (PNG) into this folder")
-    parser.add_argument("--only", help=f"comma-separated sections from {','.join(SECTIONS)}")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the figures (default 2)")
-    parser.add_argument("--runs", type=int, help="timed repeats per figure (default 5, quick 3)")
+    parser.add_argument("--json", type=Path, help="write the flat results here (required)")
+    parser.add_argument("--md", type=Path, help="write the markdown tables here, also printed (default: printed only)")
+    parser.add_argument("--plot", type=Path, help="write the scaling plots (PNG) into this folder (default: no plots)")
+    parser.add_argument("--only", help=f"comma-separated sections from {','.join(SECTIONS)} (default: all)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=2, help="torch threads for the figures (default: %(default)s)"
+    )
+    parser.add_argument("--runs", type=positive_int, help="timed repeats per figure (default: 5, quick 3)")
     parser.add_argument("--worker-vocoder", help=argparse.SUPPRESS)  # internal: one vocoder, JSON out
-    parser.add_argument("--seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=positive_float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--worker-train-gpu", type=Path, help=argparse.SUPPRESS)  # internal: a cache folder
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--signal", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audiogen.cli import one_line_errors
+
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.worker_vocoder and not args.worker_train_gpu:
+        if args.json is None:
+            parser.error("--json OUT.json is required")
+        unknown = set(_sections(args)) - set(SECTIONS)
+        if unknown:
+            parser.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    return one_line_errors(PROG, lambda: _run(args))
+
+
+def _sections(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(x.strip() for x in args.only.split(",")) if args.only else SECTIONS
+
+
+def _run(args: argparse.Namespace) -> int:
+    from audiogen.cli.arguments import check_output_file, check_output_folder
 
     if args.worker_vocoder:
         print(
@@ -1236,12 +1263,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_for(args.quick, args.threads)
         print(json.dumps(bench_training(settings, args.worker_train_gpu, args.work, device="gpu")))
         return 0
-    if args.json is None:
-        parser.error("--json OUT.json is required")
-    sections = tuple(x.strip() for x in args.only.split(",")) if args.only else SECTIONS
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        parser.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    # outputs are checked before minutes of measuring, not when the results are written
+    check_output_file("--json", args.json)
+    check_output_file("--md", args.md)
+    check_output_folder("--plot", args.plot)
+    sections = _sections(args)
     settings = settings_for(args.quick, args.threads)
     if args.runs:
         settings = dataclasses.replace(settings, runs=args.runs)

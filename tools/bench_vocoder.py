@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+PROG = "bench_vocoder"
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs" / "vocoder"
 DEFAULT_MODELS = ["default", "hifigan_v2", "hifigan_v3", "istft", "griffin_lim"]
@@ -252,27 +253,55 @@ def step_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help=f"from {ALL_MODELS}")
-    parser.add_argument("--seconds", type=float, default=30.0, help="audio length to vocode")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+# 4 frames (1,024 samples at hop 256) fail in the discriminators' reflection padding of the default
+# config; 8 is the smallest power of two that trains.
+MIN_SEGMENT_FRAMES = 8
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from audiogen.cli.arguments import check_output_file, int_at_least, positive_float, positive_int
+
+    def json_file(text: str) -> Path:
+        try:
+            check_output_file("--json", text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return Path(text)
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models", nargs="+", choices=ALL_MODELS, default=DEFAULT_MODELS, metavar="MODEL",
+        help=f"from {', '.join(ALL_MODELS)} (default: {' '.join(DEFAULT_MODELS)})",
+    )
+    parser.add_argument(
+        "--seconds", type=positive_float, default=30.0, help="audio length to vocode, s (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runs", type=positive_int, default=5, help="timed runs after one warm-up (default: %(default)s)"
+    )
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads (default: %(default)s)")
     parser.add_argument("--chunked", action="store_true", help="also time vocode() (chunked) for each model")
     parser.add_argument("--train-step", action="store_true", help="time GAN training steps instead")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--segment-frames", type=int, default=32)
-    parser.add_argument("--json", type=Path, help="write the rows here as JSON")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="with --train-step (default: %(default)s)")
+    parser.add_argument(
+        "--segment-frames", type=int_at_least(MIN_SEGMENT_FRAMES), default=32,
+        help=f"with --train-step, at least {MIN_SEGMENT_FRAMES} (default: %(default)s)",
+    )
+    parser.add_argument("--json", type=json_file, help="write the rows here as JSON (default: not written)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model, print JSON
-    args = parser.parse_args(argv)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> int:
     if args.one:
         if args.train_step:
             row = measure_train_step(args.one, args.batch_size, args.segment_frames, args.runs, args.threads)
         else:
             row = measure_model(args.one, args.seconds, args.runs, args.threads, chunked=args.chunked)
         print(json.dumps(row))
-        return
+        return 0
 
     common = ["--seconds", str(args.seconds), "--runs", str(args.runs), "--threads", str(args.threads)]
     rows = []
@@ -289,8 +318,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"measured {rows[-1]['model']}", file=sys.stderr)
     print(step_table(rows) if args.train_step else speed_table(rows))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audiogen.cli import one_line_errors
+
+    args = build_parser().parse_args(argv)
+    return one_line_errors(PROG, lambda: measure(args))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

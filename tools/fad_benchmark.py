@@ -49,6 +49,16 @@ from pathlib import Path
 
 import numpy as np
 
+from audiogen.cli.arguments import (
+    float_at_least,
+    int_at_least,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+PROG = "fad_benchmark"
 ROWS = {
     "real (floor)": "another real split (pieces not in the background)",
     "griffin-lim": "copy-synthesis: log-mel → Griffin-Lim",
@@ -78,9 +88,14 @@ def reference_files(root: Path, split: str) -> tuple[list[Path], str]:
     if root.is_dir():
         for csv_path in sorted(root.glob("maestro*.csv")):
             with open(csv_path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if r.get("split") == split]
-            if rows:
-                return [root / r["audio_filename"] for r in rows], f"{csv_path.name}, split {split!r}"
+                rows = list(csv.DictReader(handle))
+            chosen = [r for r in rows if r.get("split") == split]
+            if chosen and "audio_filename" in chosen[0]:
+                return [root / r["audio_filename"] for r in chosen], f"{csv_path.name}, split {split!r}"
+            if chosen or "split" in (rows[0] if rows else {}):  # a MAESTRO CSV: never fall back to every file
+                splits = ", ".join(sorted({r.get("split") or "?" for r in rows}))
+                problem = "no audio_filename column" if chosen else f"no rows (its splits: {splits})"
+                raise ValueError(f"--split {split!r}: {csv_path} has {problem}")
     return list_audio_files(root), "all audio files in the folder"
 
 
@@ -362,27 +377,60 @@ def bar_chart(report: dict, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", required=True, help="MAESTRO-layout folder or folder of audio")
-    p.add_argument("--split", default="test", help="MAESTRO split to use when the folder has a CSV (default test)")
-    p.add_argument("--model", default=None, help="exported spectrogram model folder (default: bundled)")
-    p.add_argument("--vocoder", default=None, help="exported vocoder folder (default: bundled)")
-    p.add_argument("--num", type=int, default=200, help="clips per set (at most)")
-    p.add_argument("--seconds", type=float, default=10.0, help="clip length")
-    p.add_argument("--embedding", choices=("vggish", "mel"), default="vggish")
-    p.add_argument("--vggish-weights", default=None, help="torchvggish checkpoint (default: env, cache)")
-    p.add_argument("--framing", choices=("torchvggish", "google-reference"), default="torchvggish")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, help="the prior's sampling temperature (default: generate's)")
-    p.add_argument("--bootstrap", type=int, default=200)
-    p.add_argument("--griffin-lim-iters", type=int, default=32)
-    p.add_argument("--keep-clips", type=int, default=2, help="example clips per row written under clips/")
-    p.add_argument("--long-seconds", type=float, default=0.0,
-                   help="long-form mode: length of the long clips, cut into --seconds windows (default 0: off)")
-    p.add_argument("--long-num", type=int, default=48, help="long clips generated (and real excerpts) in long form")
+    p.add_argument(
+        "--split", default="test", help="MAESTRO split to use when the folder has a CSV (default: %(default)s)"
+    )
+    p.add_argument("--model", default=None, help="exported spectrogram model folder (default: the bundled one)")
+    p.add_argument("--vocoder", default=None, help="exported vocoder folder (default: the bundled one)")
+    p.add_argument("--num", type=int_at_least(2), default=200, help="clips per set, at most (default: %(default)s)")
+    p.add_argument(
+        "--seconds", type=float_at_least(1.0), default=10.0,
+        help="clip length, at least 1 s: one embedding patch (default: %(default)s)",
+    )
+    p.add_argument("--embedding", choices=("vggish", "mel"), default="vggish", help="(default: %(default)s)")
+    p.add_argument(
+        "--vggish-weights", default=None,
+        help="torchvggish checkpoint (default: $AUDIOGEN_VGGISH_WEIGHTS, then the cache)",
+    )
+    p.add_argument(
+        "--framing", choices=("torchvggish", "google-reference"), default="torchvggish", help="(default: %(default)s)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="(default: %(default)s)")
+    p.add_argument(
+        "--temperature", type=positive_float, help="the prior's sampling temperature (default: generate's)"
+    )
+    p.add_argument(
+        "--bootstrap", type=int_at_least(2), default=200, help="bootstrap draws per row (default: %(default)s)"
+    )
+    p.add_argument(
+        "--griffin-lim-iters", type=positive_int, default=32, help="Griffin-Lim iterations (default: %(default)s)"
+    )
+    p.add_argument(
+        "--keep-clips", type=non_negative_int, default=2,
+        help="example clips per row written under clips/ (default: %(default)s)",
+    )
+    p.add_argument("--long-seconds", type=non_negative_float, default=0.0,
+                   help="long-form mode: length of the long clips, cut into --seconds windows, at least --seconds "
+                   "(default: %(default)s: off)")
+    p.add_argument(
+        "--long-num", type=int_at_least(2), default=48,
+        help="long clips generated (and real excerpts) in long form (default: %(default)s)",
+    )
     p.add_argument("--out", required=True, help="report folder")
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse what the options cannot give before models load or clips are made (ValueError names it)."""
+    from audiogen.cli.arguments import check_output_folder, resolve_device
+
+    check_output_folder("--out", args.out)
+    if 0 < args.long_seconds < args.seconds:
+        raise ValueError(f"--long-seconds {args.long_seconds:g}: shorter than one --seconds window ({args.seconds:g})")
+    args.device = resolve_device(args.device)
 
 
 def vae_round_trip_clips(generator, clips: list[np.ndarray]) -> list[np.ndarray]:
@@ -514,12 +562,12 @@ def run(args: argparse.Namespace) -> dict:
     from audiogen.fad import embed_arrays, make_embedder
     from audiogen.frontend import FrontendConfig, MelFrontend
 
+    files, selection = reference_files(Path(args.reference), args.split)  # a bad reference fails first
+    if not files:
+        raise ValueError(f"{args.reference}: no reference audio")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     embedder = make_embedder(args.embedding, weights=args.vggish_weights, framing=args.framing, device=args.device)
-    files, selection = reference_files(Path(args.reference), args.split)
-    if not files:
-        raise ValueError(f"{args.reference}: no reference audio")
     generator, model_note = load_models(args.model, args.vocoder, args.device)
     # the models' own frontend when they load (their sample rate and mel settings), on the CPU
     frontend = MelFrontend(generator.frontend.config if generator is not None else FrontendConfig())
@@ -624,18 +672,19 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from audiogen.audio import AudioError
-
-    try:
-        report = run(args)
-    except (AudioError, ValueError, OSError) as err:
-        print(f"fad_benchmark: error: {err}", file=sys.stderr)
-        return 1
+def benchmark(args: argparse.Namespace) -> int:
+    check_args(args)
+    report = run(args)
     print(markdown_table(report))
     print(f"wrote {Path(args.out) / 'fad_benchmark.md'}, .json and .png")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audiogen.cli import one_line_errors
+
+    args = build_parser().parse_args(argv)
+    return one_line_errors(PROG, lambda: benchmark(args))
 
 
 if __name__ == "__main__":

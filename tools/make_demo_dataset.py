@@ -12,7 +12,8 @@ Examples:
 Output: DIR/maestro-v3.0.0.csv plus the MIDI files and mono 16-bit FLACs at 44.1 kHz, each
 normalised to -1 dBFS, rendered through the General MIDI acoustic grand piano of FluidR3_GM
 (Debian packages `fluidsynth` and `fluid-soundfont-gm`). Rerunning keeps finished FLACs.
-Exit status: 0 when every chosen piece rendered, 1 when some failed, 2 for usage errors.
+Exit status: 0 when every chosen piece rendered, 1 when some failed (each listed), 2 for a bad
+option or input (named in one line), 3 when FluidSynth or its SoundFont is missing or the disk is full.
 """
 
 from __future__ import annotations
@@ -21,24 +22,46 @@ import argparse
 import os
 import sys
 
+from audiogen.cli.arguments import check_output_folder, positive_float, positive_int
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+PROG = "make_demo_dataset"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="output folder (MAESTRO layout)")
     parser.add_argument("--midi-dir", help="MIDI collection to render (default: music21's corpus)")
-    parser.add_argument("--metadata", help="MAESTRO-layout CSV/JSON of --midi-dir (splits are kept)")
-    parser.add_argument("--hours", type=float, help="cap on total rendered hours, all splits kept")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel renders")
+    parser.add_argument(
+        "--metadata", help="MAESTRO-layout CSV/JSON of --midi-dir, whose splits are kept (default: a maestro*.csv "
+        "in --midi-dir, else an 80/10/10 split by file name)"
+    )
+    parser.add_argument(
+        "--hours", type=positive_float, help="cap on total rendered hours, all splits kept (default: no cap)"
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel renders (default: %(default)s, "
+        "the CPU count)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.metadata and not args.midi_dir:
-        parser.error("--metadata needs --midi-dir")
-    if args.hours is not None and args.hours <= 0:
-        parser.error("--hours must be positive")
+    return parser
 
+
+def check_sources(args: argparse.Namespace) -> None:
+    """Refuse an output that is a file and a MIDI folder with nothing to render, before rendering."""
+    from audiogen.demo_data import midi_dir_candidates
+
+    check_output_folder("--out", args.out)
+    if args.midi_dir is not None and not midi_dir_candidates(args.midi_dir, args.metadata):
+        raise ValueError(f"--midi-dir {args.midi_dir}: no MIDI files (.mid, .midi) and no MAESTRO metadata rows")
+
+
+def render(args: argparse.Namespace) -> int:
+    from audiogen.cli import EXIT_ENVIRONMENT, EXIT_PARTIAL
     from audiogen.demo_data import RenderError, build_demo_dataset, describe_trimming
-    from audiogen.sources import DataError
 
+    check_sources(args)  # a DataError (a ValueError) names the folder or file: status 2
     try:
         report = build_demo_dataset(
             args.out,
@@ -48,16 +71,26 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             progress=not args.no_progress,
         )
-    except (RenderError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except RenderError as err:  # FluidSynth or its SoundFont is missing: the machine, not the options
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     hours = sum(r.duration for r in report.records) / 3600
     print(f"wrote {len(report.records)} pieces ({hours:.2f} h) and {report.csv_path}")
     if report.trimmed:
         print(describe_trimming(report.trimmed))
     for name, reason in report.failed:
         print(f"failed: {name}: {reason}")
-    return 1 if report.failed else 0
+    return EXIT_PARTIAL if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audiogen.cli import one_line_errors
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.metadata and not args.midi_dir:
+        parser.error("--metadata needs --midi-dir")
+    return one_line_errors(PROG, lambda: render(args))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiogen.cli.arguments import check_output_folder, float_at_least, positive_int
+
+PROG = "vocoder_quality"
+
 
 def excerpts(cache, split: str, seconds: float) -> list[dict]:
     """One ``seconds`` excerpt (mel and audio) from the middle of each piece of ``split``."""
@@ -127,14 +131,22 @@ def markdown_table(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", required=True, help="prepared cache (audiogen-prepare --out)")
-    p.add_argument("--split", default="test", help="cache split to score (default test)")
-    p.add_argument("--seconds", type=float, default=20.0, help="excerpt length per piece (default 20)")
-    p.add_argument("--vocoder", action="append", default=[], metavar="NAME=DIR", help="an exported vocoder (repeat)")
-    p.add_argument("--model", help="exported spectrogram VAE (or prior) folder: adds the VAE rows")
-    p.add_argument("--griffin-lim-iters", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--split", default="test", help="cache split to score (default: %(default)s)")
+    p.add_argument(
+        "--seconds", type=float_at_least(1.0), default=20.0,
+        help="excerpt length per piece, at least 1 s (default: %(default)s)",
+    )
+    p.add_argument(
+        "--vocoder", action="append", default=[], metavar="NAME=DIR",
+        help="an exported vocoder (repeat; default: none, only the ground truth and Griffin-Lim rows)",
+    )
+    p.add_argument("--model", help="exported spectrogram VAE (or prior) folder: adds the VAE rows (default: none)")
+    p.add_argument(
+        "--griffin-lim-iters", type=positive_int, default=32, help="Griffin-Lim iterations (default: %(default)s)"
+    )
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: %(default)s)")
     p.add_argument("--out", required=True, help="report folder")
     return p
 
@@ -197,14 +209,17 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, OSError) as err:
-        print(f"vocoder_quality: error: {err}", file=sys.stderr)
-        return 2
+def checked_run(args: argparse.Namespace) -> int:
+    check_output_folder("--out", args.out)
+    run(args)  # an unknown --split or an empty one is a DataError (a ValueError) naming it: status 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audiogen.cli import one_line_errors
+
+    args = build_parser().parse_args(argv)
+    return one_line_errors(PROG, lambda: checked_run(args))
 
 
 if __name__ == "__main__":

@@ -6,17 +6,26 @@
 
 ``A`` and ``B`` are each a folder of audio (searched recursively), a text file listing audio
 paths, or an .npz written by ``embed``. The last line ``score`` prints is one JSON object.
-Errors print one line on stderr and exit non-zero.
+Errors print one line on stderr; the exit status follows :mod:`audiogen.cli` (2: a bad option
+or input, 3: disk full or a failed download). Files written get the mode the umask gives; an
+embedding cache that cannot be written is warned about in one line and skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from audiogen.cli.arguments import (
+    check_output_file,
+    int_at_least,
+    non_negative_int,
+    positive_int,
+    probability,
+    resolve_device,
+)
 
 PROG = "audiogen-fad"
 
@@ -42,52 +51,77 @@ def _add_embedding_options(parser: argparse.ArgumentParser, defaults_from_npz: b
         help="torchvggish: non-overlapping 0.96 s patches; google-reference: 1 s every 0.5 s, peak-normalised"
         + hint % "torchvggish",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: up to 4)")
-    parser.add_argument("--cache-dir", default=None, help="embedding cache (default: $AUDIOGEN_CACHE/fad-embeddings)")
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1, ... or auto: cuda when there is one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="patches per forward pass (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=None, help="decoding processes (default: the CPU count, at most 4)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="embedding cache; one that cannot be written is warned about and skipped "
+        "(default: $AUDIOGEN_CACHE/fad-embeddings, else ~/.cache/audiogen/fad-embeddings)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Fréchet Audio Distance on VGGish embeddings.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fréchet Audio Distance on VGGish embeddings. Exit status: 0 done, 2 bad option or input "
+        "(named in one line), 3 the machine failed (disk full, out of memory, download failed), 130 interrupted.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,score,download-weights}")
 
     embed = sub.add_parser("embed", help="write per-file embeddings to an .npz")
     embed.add_argument("audio", nargs="+", help="audio files (folders and list files are expanded)")
-    embed.add_argument("--out", required=True, help="output .npz: one float32 [n_patches, d] array per file")
+    embed.add_argument(
+        "--out", required=True, help="output .npz: one float32 [n_patches, d] array per file, and OUT.npz.json"
+    )
     _add_embedding_options(embed, defaults_from_npz=False)
 
     score = sub.add_parser("score", help="FAD between a background and an evaluation set")
     score.add_argument("--background", required=True, help="folder, list file or .npz")
     score.add_argument("--eval", required=True, dest="evaluation", help="folder, list file or .npz")
-    score.add_argument("--json", default=None, help="also write the result to this JSON file")
-    score.add_argument("--bootstrap", type=int, default=200, help="bootstrap draws for the interval")
-    score.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
-    score.add_argument("--fad-inf-steps", type=int, default=25, help="subset sizes for FAD∞")
-    score.add_argument("--seed", type=int, default=0, help="seed of bootstrap and FAD∞ subsets")
+    score.add_argument("--json", default=None, help="also write the result to this JSON file (default: stdout only)")
+    score.add_argument(
+        "--bootstrap", type=int_at_least(2), default=200, help="bootstrap draws for the interval (default: %(default)s)"
+    )
+    score.add_argument(
+        "--confidence",
+        type=probability,
+        default=0.95,
+        help="interval coverage, between 0 and 1 (default: %(default)s)",
+    )
+    score.add_argument(
+        "--fad-inf-steps",
+        type=int_at_least(3),
+        default=25,
+        help="subset sizes for the FAD∞ line fit, at least 3 (default: %(default)s)",
+    )
+    score.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of bootstrap and FAD∞ subsets (default: %(default)s)"
+    )
     _add_embedding_options(score, defaults_from_npz=True)
 
     download = sub.add_parser("download-weights", help="fetch vggish-10086976.pth with a checksum")
     download.add_argument(
-        "--url", default=None, help="source (default: $AUDIOGEN_VGGISH_URL or the torchvggish release)"
+        "--url", default=None, help="source (default: $AUDIOGEN_VGGISH_URL, else the torchvggish release)"
     )
     download.add_argument(
-        "--cache-dir", default=None, help="target folder (default: $AUDIOGEN_CACHE or ~/.cache/audiogen)"
+        "--cache-dir", default=None, help="target folder (default: $AUDIOGEN_CACHE, else ~/.cache/audiogen)"
     )
-    download.add_argument("--sha256", default=None, help="expected SHA-256 or prefix (default: 10086976)")
+    download.add_argument(
+        "--sha256", default=None, help="expected SHA-256 or a prefix of it (default: 10086976, the file's own)"
+    )
     download.add_argument("--force", action="store_true", help="download even if a verified file exists")
     download.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _embedding_cache_dir(args: argparse.Namespace) -> Path | None:
@@ -101,9 +135,21 @@ def _make_embedder(args: argparse.Namespace, embedding: str, framing: str):
         embedding,
         weights=args.vggish_weights,
         framing=framing,
-        device=_device(args.device),
+        device=resolve_device(args.device),
         batch_size=args.batch_size,
     )
+
+
+class WarnOnce:
+    """Prints each warning once per command: the background and eval sets each try the same cache."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def __call__(self, message: str) -> None:
+        if message not in self.said:
+            self.said.add(message)
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def _embed_files(args: argparse.Namespace, files: list[Path], embedder, desc: str, source: str):
@@ -118,12 +164,14 @@ def _embed_files(args: argparse.Namespace, files: list[Path], embedder, desc: st
         progress=not args.quiet,
         desc=desc,
         source=source,
+        warn=args.warn,
     )
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from audiogen.fad import list_audio_files, save_npz
 
+    check_output_file("--out", args.out)
     files = [f for source in args.audio for f in list_audio_files(source)]
     embedder = _make_embedder(args, args.embedding or "vggish", args.framing or "torchvggish")
     embedded = _embed_files(args, files, embedder, "embedding", source=" ".join(args.audio))
@@ -165,22 +213,19 @@ def _human_summary(report: dict) -> str:
 
 
 def _write_json(path: str | Path, payload: dict) -> None:
+    from audiogen.fad import write_atomically
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.part")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(payload, indent=2) + "\n"
+    write_atomically(path, lambda handle: handle.write(text.encode()), ".json.part")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from audiogen.fad import list_audio_files, load_npz, score_sets
 
+    if args.json:
+        check_output_file("--json", args.json)
     specs = {"background": args.background, "eval": args.evaluation}
     sets = {label: load_npz(spec) if spec.lower().endswith(".npz") else None for label, spec in specs.items()}
     # list the audio first: a wrong folder is reported before seconds are spent loading weights
@@ -220,26 +265,29 @@ def cmd_download(args: argparse.Namespace) -> int:
 COMMANDS = {"embed": cmd_embed, "score": cmd_score, "download-weights": cmd_download}
 
 
+def _run(args: argparse.Namespace) -> int:
+    from audiogen.cli import EXIT_ENVIRONMENT
+    from audiogen.download import DownloadError
+
+    try:
+        return COMMANDS[args.command](args)
+    except DownloadError as err:  # the network or the server failed the command, not its options
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``audiogen-fad``; returns the exit status."""
+    """Entry point of ``audiogen-fad``; returns the exit status (:mod:`audiogen.cli`'s convention)."""
+    from audiogen.cli import one_line_errors
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help or a usage error (argparse has printed it)
         return int(exit_.code or 0)
-    from audiogen.audio import AudioError
-    from audiogen.download import DownloadError
-
-    expected = (AudioError, DownloadError, ValueError, OSError)
-    try:
-        return COMMANDS[args.command](args)
-    except expected as err:
-        # WeightsNotFoundError is an OSError, WeightsError a ValueError: one line, no traceback
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    args.warn = WarnOnce()
+    # WeightsNotFoundError is an OSError, WeightsError a ValueError, AudioError names its file: one line each
+    return one_line_errors(PROG, lambda: _run(args))
 
 
 if __name__ == "__main__":
