@@ -3,12 +3,18 @@
 Every config in audiogen is a (possibly nested) dataclass. ``from_dict`` builds one from plain
 data and refuses unknown keys and wrong types, so a typo in a YAML file is an error rather
 than a silently ignored setting. ``apply_overrides`` implements the ``--set a.b=value`` option
-of the trainers (values are parsed as YAML scalars, so ``--set train.lr=3e-4`` is a float).
+of the trainers (values are parsed as YAML scalars, so ``--set optim.lr=3e-4`` is a float).
+
+Numbers are read in every spelling a user types: YAML 1.1 (PyYAML) reads ``1e-4`` and ``5e-4``
+as strings (its floats need a dot), so files and overrides are read with YAML 1.2's float
+rule added, and an integer setting accepts a float that is exactly an integer (``1e3``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -21,6 +27,22 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass."""
+
+
+class _NumberLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads YAML 1.2 floats without a dot (``1e-4``, ``5E+3``)."""
+
+
+# copied, not shared: add_implicit_resolver would otherwise change yaml.SafeLoader for everyone
+_NumberLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text to plain data, numbers in every spelling (see the module docstring)."""
+    return yaml.load(text, Loader=_NumberLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -59,6 +81,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if hint is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)  # 1e3, as people write step counts; 1.5 is still refused
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
@@ -108,15 +132,23 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(config))
 
 
+def yaml_error_line(err: yaml.YAMLError) -> str:
+    """PyYAML's many-line message as one line: where, and what is wrong."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    return f"{where}{problem}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with an error naming the file when it is not one."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: config file not found") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        raise ConfigError(f"{path}: not valid YAML ({yaml_error_line(err)})") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -139,7 +171,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part} is not a section")
-        value = yaml.safe_load(raw)
+        try:
+            value = parse_yaml(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: not a YAML value ({yaml_error_line(err)})") from err
         # YAML 1.1 reads no/yes/on/off as booleans, but `--set train.mixed_precision=no` means
         # the word: only true and false are booleans on the command line
         if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):

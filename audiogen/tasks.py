@@ -356,23 +356,49 @@ class PriorTask(Task):
 # --------------------------------------------------------------------------------------------
 # Entry point shared by train_vocoder.py and train_spec.py
 
+# What may differ from the run's config.yaml on --resume: when, how long and how often, never what
+# is learnt or how. Anything else (learning rate, batch, model shape, task, frontend, data
+# settings, loss weights) would make the run's record false and needs --allow-config-change.
+RESUME_SAFE_KEYS = ("train.max_steps", "train.max_minutes", "train.log_every", "train.val_every",
+                    "train.ckpt_every", "train.keep_checkpoints", "train.num_workers", "train.early_stop_patience",
+                    "train.max_bad_steps", "vocoder_dir")
+CHANGES_NAME = "config-changes.jsonl"
+
 
 def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
-    """Parse the trainer command line and train (called under ``accelerate launch``)."""
+    """Parse the trainer command line and train (called under ``accelerate launch``).
+
+    Exit status: 0 trained (or nothing left to train), 2 a bad option or input (one line), 3 the
+    machine failed the run (disk full, out of memory, too many NaN steps), 130 interrupted.
+    """
     import argparse
 
+    from audiogen.cli import one_line_errors
+
+    prog = "train_vocoder.py" if default_task == "vocoder" else "train_spec.py"
     parser = argparse.ArgumentParser(
-        description=f"Train the {default_task} (run with `accelerate launch`, or plain python for one process).")
+        prog=prog,
+        description=f"Train the {default_task} (run with `accelerate launch`, or plain python for one process). "
+                    "One trainer per run folder: a second one on a folder a live trainer holds is refused.")
     parser.add_argument("--config", required=True, help="trainer YAML (configs/...)")
     parser.add_argument("--data", required=True, help="prepared cache folder (audiogen-prepare --out)")
-    parser.add_argument("--out", required=True, help="run folder (checkpoints, metrics, validation)")
+    parser.add_argument("--out", required=True,
+                        help="run folder (checkpoints, metrics, validation); a folder that holds checkpoints "
+                             "needs --resume")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config value, e.g. --set optim.lr=1e-4 (repeatable)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN/checkpoints/latest (without one: say so and start at step 0); "
+                             "metrics.jsonl is cut back to the checkpoint's step. The config must equal the "
+                             f"run's config.yaml except {', '.join(RESUME_SAFE_KEYS)}")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept other differences from the run's config.yaml too (each "
+                             f"change is recorded in RUN/{CHANGES_NAME})")
     if default_task != "vocoder":
         parser.add_argument("--stage", choices=["vae", "prior"], help="override the config's task")
     parser.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+    parser.set_defaults(prog=prog)
     args = parser.parse_args(argv)
 
     overrides = list(args.set)
@@ -380,16 +406,16 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
         overrides.append(f"train.max_steps={args.max_steps}")
     if getattr(args, "stage", None):
         overrides.append(f"task={args.stage}")
-    try:
+
+    def run() -> int:
         config = load_trainer_config(args.config, overrides)
         if default_task == "vocoder" and config.task != "vocoder":
             raise ConfigError(f"{args.config}: task {config.task!r} belongs to train_spec.py")
         if default_task != "vocoder" and config.task == "vocoder":
             raise ConfigError(f"{args.config}: a vocoder config belongs to train_vocoder.py")
         return _train(config, args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+    return one_line_errors(prog, run)
 
 
 def init_from_export(task: Task, config: TrainerConfig) -> None:
@@ -430,17 +456,162 @@ def _check_run_frontend(frontend: FrontendConfig, run_dir: Path) -> None:
                         f"run {run_dir} (its checkpoints)")
 
 
+def _check_data(config: TrainerConfig, cache: Any, data: str, frames: int) -> None:
+    """Refuse a cache this run cannot use well: no validation pieces (the exported model is the
+    best on validation, so there would be none), or windows longer than every training piece
+    (they would be mostly padding, and a window's memory grows with its length)."""
+    if not cache.pieces("validation"):
+        raise ConfigError(f"{data}: the validation split is empty; training exports the model that is best on "
+                          "validation, so prepare the cache with validation pieces")
+    hop = config.frontend.hop_length
+    longest = max(p.n_samples // hop for p in cache.pieces("train"))
+    if frames > longest:
+        raise ConfigError(f"train.segment_frames {frames} is longer than the longest training piece of {data} "
+                          f"({longest} frames, {longest * hop / config.frontend.sample_rate:.1f} s)")
+
+
+def _decided_by_main(accelerator: Any, check: Any) -> Any:
+    """Run ``check`` on the main process only and make every process follow its verdict: a
+    refusal there stops all (the others quietly, with its status), so no rank waits forever."""
+    from accelerate.utils import broadcast_object_list
+
+    from audiogen.cli import EXIT_USAGE
+
+    result, refusal = None, [None]
+    if accelerator.is_main_process:
+        try:
+            result = check()
+        except ValueError as err:  # ConfigError, RunFolderBusy: one line, exit 2
+            refusal = [str(err)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        if accelerator.is_main_process:
+            raise ConfigError(refusal[0])
+        raise SystemExit(EXIT_USAGE)
+    return result
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of nested mappings to their leaf values (lists are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: dict[str, Any], resolved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted key → (value in the run's config.yaml, value now) for every key that differs."""
+    missing = "(absent)"
+    old, new = _flat(saved), _flat(resolved)
+    return {k: (old.get(k, missing), new.get(k, missing)) for k in sorted(set(old) | set(new))
+            if old.get(k, missing) != new.get(k, missing)}
+
+
+def _check_resume_config(run_dir: Path, resolved: dict[str, Any], allow: bool) -> dict[str, tuple[Any, Any]]:
+    """The changes a resume makes to the run's config.yaml; refuses any beyond
+    :data:`RESUME_SAFE_KEYS` unless ``allow``."""
+    from audiogen.config import read_yaml
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return {}
+    changes = config_changes(read_yaml(saved_path), resolved)
+    # what the run is (task, model family) first: it explains the rest of the list
+    unsafe = sorted((k for k in changes if k not in RESUME_SAFE_KEYS),
+                    key=lambda k: (k != "task", not k.endswith(".kind"), k))
+    if unsafe and not allow:
+        shown = "; ".join(f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in unsafe[:6])
+        more = f" and {len(unsafe) - 6} more" if len(unsafe) > 6 else ""
+        raise ConfigError(f"--resume: the config differs from {saved_path} in {shown}{more}; only "
+                          f"{', '.join(RESUME_SAFE_KEYS)} may change on resume (or pass --allow-config-change "
+                          f"to record the change in {run_dir / CHANGES_NAME})")
+    return changes
+
+
+def _record_config_changes(run_dir: Path, changes: dict[str, tuple[Any, Any]], step: int) -> None:
+    """Append the resume's changes to RUN/config-changes.jsonl and say them in one line."""
+    import json
+    import time
+
+    record = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "changes": {k: list(v) for k, v in changes.items()}}
+    with open(run_dir / CHANGES_NAME, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(f"{run_dir}: resuming at step {step} with " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in
+                                                                    changes.items()) + f" (recorded in {CHANGES_NAME})")
+
+
+def _synthetic_batch(config: TrainerConfig, device: torch.device) -> Any:
+    """Frames → a batch of one random window shaped as the data gives it (the memory probe's)."""
+
+    def make(frames: int) -> dict[str, torch.Tensor]:
+        noise = torch.Generator().manual_seed(frames)  # its own: the run's RNG stream stays untouched
+        mel = torch.randn(1, config.frontend.n_mels, frames, generator=noise) + config.frontend.log_silence / 2
+        batch = {"mel": mel.to(device)}
+        if config.task == "vocoder":
+            audio = 0.1 * torch.randn(1, frames * config.frontend.hop_length, generator=noise)
+            batch["audio"] = audio.to(device)
+        return batch
+
+    return make
+
+
+def _check_step_memory(task: Task, config: TrainerConfig, frames: int, multiple: int, accelerator: Any) -> None:
+    """Refuse a batch and window that one training step cannot hold in this machine's memory."""
+    from audiogen.training import available_memory, step_memory_estimate
+
+    cfg = config.train
+    micro = max(cfg.batch_size // cfg.grad_accum // accelerator.num_processes, 1)
+    needed = step_memory_estimate(task, _synthetic_batch(config, accelerator.device), frames, multiple, micro,
+                                  accelerator, config.optim, ema=bool(cfg.ema_decay))
+    free = available_memory(accelerator.device)
+    if needed > free:
+        raise ConfigError(
+            f"train.batch_size {cfg.batch_size} x train.segment_frames {frames} needs about {needed / 2**30:.1f} GiB "
+            f"per training step, and {free / 2**30:.1f} GiB is available on {accelerator.device}; lower "
+            f"train.segment_frames or train.batch_size (or raise train.grad_accum)")
+
+
+def _final_message(run_dir: Path, state: Any) -> str:
+    """What the run left: the exported model only when there is one (its step and validation loss)."""
+    import json
+
+    provenance = run_dir / "best" / "provenance.json"
+    done = f"done: step {state.step}, {state.wall_seconds:.0f} s"
+    if not provenance.is_file():
+        why = "no step was trained (train.max_steps 0)" if state.step == 0 else "no validation gave a finite val/loss"
+        return f"{done}; no model exported: {why}"
+    record = json.loads(provenance.read_text())
+    loss = (record.get("val_metrics") or {}).get("val/loss")
+    loss_text = f", val/loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+    return f"{done}; best model (step {record.get('step', '?')}{loss_text}) in {run_dir / 'best'}"
+
+
 def _train(config: TrainerConfig, args: Any) -> int:
     from accelerate import Accelerator
 
     from audiogen.cache import open_cache
-    from audiogen.datasets import FullPieceDataset, SegmentDataset
-    from audiogen.training import TrainingStopped, latest_checkpoint, train
+    from audiogen.cli import EXIT_ENVIRONMENT
+    from audiogen.training import (
+        TrainingStopped,
+        acquire_run_lock,
+        as_disk_full,
+        latest_checkpoint,
+        release_run_lock,
+        stale_lock_note,
+    )
 
+    run_dir = Path(args.out)
+    if args.allow_config_change and not args.resume:
+        raise ConfigError("--allow-config-change goes with --resume")
     cache = open_cache(args.data)
     check_same_frontend(config.frontend, cache.frontend, f"cache {args.data}")
     if args.resume:
-        _check_run_frontend(config.frontend, Path(args.out))
+        _check_run_frontend(config.frontend, run_dir)
     # Without a GPU, say so to accelerate: under a torchrun-style launcher (`accelerate launch
     # --multi_gpu`, configs/accelerate/cpu_2proc.yaml) it otherwise starts each process as a
     # separate single-process run, all writing the same run folder; with cpu=True they form one
@@ -448,17 +619,70 @@ def _train(config: TrainerConfig, args: Any) -> int:
     cpu = args.cpu or not torch.cuda.is_available()
     mixed = config.train.mixed_precision if not cpu else "no"
     accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
+    # only the main process writes the run folder, so only it takes the lock; the others follow
+    lock = _decided_by_main(accelerator, lambda: acquire_run_lock(run_dir))
+    try:
+        if lock is not None and stale_lock_note(lock):
+            print(stale_lock_note(lock))
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is not None and not args.resume:
+            raise ConfigError(f"{run_dir} already holds a run (checkpoint {checkpoint.name}); add --resume to "
+                              f"continue it, or choose another --out")
+        return _train_locked(config, args, accelerator, cache, run_dir, checkpoint if args.resume else None)
+    except TrainingStopped as err:
+        print(f"{args.prog}: error: {err}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except Exception as err:
+        if "can't allocate memory" in str(err) or isinstance(err, torch.OutOfMemoryError):
+            raise MemoryError(str(err).splitlines()[0]) from err
+        # a full disk in the words of safetensors, torch.save or libsndfile becomes OSError(ENOSPC)
+        disk = as_disk_full(err, run_dir)
+        if disk is err:
+            raise
+        raise disk from err
+    finally:
+        if lock is not None:
+            release_run_lock(lock)
+
+
+def _train_locked(config: TrainerConfig, args: Any, accelerator: Any, cache: Any, run_dir: Path,
+                  checkpoint: Path | None) -> int:
+    from audiogen.datasets import FullPieceDataset, SegmentDataset
+    from audiogen.training import train
+
+    mixed = accelerator.mixed_precision
     task_cls = {"vocoder": VocoderTask, "vae": SpecVAETask, "prior": PriorTask}[config.task]
     # The initial weights come from train.seed: torch seeds its generator at random in each new
     # process, so without this two runs of one config (or a run and its reference) differ.
     torch.manual_seed(config.train.seed)
-    task = task_cls(config)
-    if config.init_from and not (args.resume and latest_checkpoint(Path(args.out))):
+    try:
+        task = task_cls(config)
+    except (RuntimeError, TypeError) as err:  # torch refusing a layer shape the config asks for
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{args.config}: the model cannot be built from this config ({first})") from err
+    if config.init_from and checkpoint is None:
         init_from_export(task, config)  # a resumed run takes its own checkpoint's weights
     frames = config.train.segment_frames
+    multiple = 1
     if config.task != "vocoder":
-        ratio = task.networks.get("vae", getattr(task, "vae", None)).time_ratio
-        frames = max(ratio, frames // ratio * ratio)
+        multiple = task.networks.get("vae", getattr(task, "vae", None)).time_ratio
+        frames = max(multiple, frames // multiple * multiple)
+    _check_data(config, cache, args.data, frames)
+    resolved = to_dict(config)
+    # the starting weights are history (provenance records them), not part of the model: an
+    # export's config must stay usable as a config after that folder is gone
+    resolved["init_from"] = None
+    if config.task == "prior":
+        resolved["vae_model"] = to_dict(task.vae_config)
+    changes = _decided_by_main(accelerator, lambda: _check_resume_config(run_dir, resolved, args.allow_config_change)
+                               if checkpoint is not None else {})
+    micro = config.train.batch_size // config.train.grad_accum
+    if micro % accelerator.num_processes:
+        raise ConfigError(f"train.batch_size {config.train.batch_size} / grad_accum {config.train.grad_accum} "
+                          f"must split evenly across {accelerator.num_processes} processes")
+    _decided_by_main(accelerator, lambda: _check_step_memory(task, config, frames, multiple, accelerator))
+    if changes and accelerator.is_main_process:
+        _record_config_changes(run_dir, changes, int(checkpoint.name.removeprefix("step-")))
     dataset = SegmentDataset(args.data, "train", segment_frames=frames, with_audio=config.task == "vocoder",
                              seed=config.train.seed, expected_frontend=config.frontend)
     val_set = FullPieceDataset(args.data, "validation",
@@ -477,22 +701,12 @@ def _train(config: TrainerConfig, args: Any) -> int:
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
         "parameters": {n: sum(p.numel() for p in m.parameters()) for n, m in task.networks.items()},
     }
-    resolved = to_dict(config)
-    # the starting weights are history (provenance records them), not part of the model: an
-    # export's config must stay usable as a config after that folder is gone
-    resolved["init_from"] = None
     if config.task == "prior":
-        resolved["vae_model"] = to_dict(task.vae_config)
         provenance["vae_dir"] = str(Path(config.vae_dir).resolve())
     if config.init_from:
         provenance["init_from"] = str(Path(config.init_from).resolve())
-    try:
-        state = train(task, dataset, val_items, config.train, config.optim, args.out, accelerator,
-                      resume=args.resume, provenance=provenance, resolved_config=resolved)
-    except TrainingStopped as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+    state = train(task, dataset, val_items, config.train, config.optim, run_dir, accelerator,
+                  resume=args.resume, provenance=provenance, resolved_config=resolved)
     if accelerator.is_main_process:
-        print(f"done: step {state.step}, best val/loss {state.best_val:.4f}, "
-              f"{state.wall_seconds:.0f} s; model in {Path(args.out) / 'best'}")
+        print(_final_message(run_dir, state))
     return 0

@@ -10,7 +10,9 @@ bar. Only the main process writes files.
 Run folder layout::
 
     RUN_DIR/config.yaml                 resolved config
-    RUN_DIR/metrics.jsonl               one JSON object per log/validation event
+    RUN_DIR/config-changes.jsonl        each change of config.yaml at a resume (step, key: [old, new])
+    RUN_DIR/trainer.lock                pid and host of the live trainer (one per run folder)
+    RUN_DIR/metrics.jsonl               one JSON object per log/validation event, up to the checkpoint
     RUN_DIR/checkpoints/step-0001000/   resumable state (weights, EMA, optimisers, RNG, counters)
     RUN_DIR/checkpoints/latest          name of the newest complete checkpoint
     RUN_DIR/best/                       exported model (safetensors + config), best validation
@@ -20,13 +22,16 @@ Run folder layout::
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
 import random
 import shutil
+import socket
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiogen.checkpoint import atomic_write_text, load_state_dict, save_state_dict
+from audiogen.checkpoint import CheckpointError, atomic_write_text, load_state_dict, save_state_dict
+
+LOCK_NAME = "trainer.lock"
+METRICS_NAME = "metrics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -78,12 +86,104 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 0:
             raise ValueError("batch_size and grad_accum must be >= 1, max_steps >= 0")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} must split into grad_accum {self.grad_accum} "
+                             "equal micro-batches")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
 
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (too many bad steps); the last good checkpoint is intact."""
+
+
+class RunFolderBusy(ValueError):
+    """Another live trainer holds the run folder's lock."""
+
+
+# --------------------------------------------------------------------------------------------
+# One live trainer per run folder
+
+
+@dataclass
+class RunLock:
+    """The held lock of a run folder; ``stale`` is the record of a dead holder it replaced."""
+
+    path: Path
+    fd: int
+    stale: dict[str, Any] | None = None
+    made_folder: bool = False  # the run folder did not exist: a refused run removes it again
+
+
+def _lock_record(fd: int) -> dict[str, Any]:
+    text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    try:
+        record = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        record = {"unreadable": text[:80]}
+    return record if isinstance(record, dict) else {"unreadable": text[:80]}
+
+
+def acquire_run_lock(run_dir: Path) -> RunLock:
+    """Take ``RUN_DIR/trainer.lock`` for this process, or refuse when a live trainer holds it.
+
+    The lock is an exclusive ``flock`` on the file, which the kernel drops when its holder dies
+    however it dies (``kill -9`` included), so a stale file never blocks; the file's text (pid,
+    host, start time) only names the holder in messages. Held until :func:`release_run_lock`
+    or the process's end.
+
+    Raises:
+        RunFolderBusy: a live process holds the lock.
+    """
+    import fcntl
+
+    made_folder = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_record(fd)
+            os.close(fd)
+            if made_folder:
+                run_dir.rmdir()
+            who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('started', '?')}"
+            raise RunFolderBusy(f"{run_dir}: another trainer is training into this folder ({who}); "
+                                f"stop it first, or choose another --out") from None
+        try:
+            same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if not same_file:  # its holder removed the file between our open and our lock: try again
+            os.close(fd)
+            continue
+        stale = _lock_record(fd) or None
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        return RunLock(path, fd, stale, made_folder)
+
+
+def release_run_lock(lock: RunLock) -> None:
+    """Remove the lock file and drop the lock (the file goes first, so no one locks a removed file),
+    and the run folder too when this run made it and left nothing in it (a refused request)."""
+    lock.path.unlink(missing_ok=True)
+    os.close(lock.fd)
+    if lock.made_folder:
+        with contextlib.suppress(OSError):
+            lock.path.parent.rmdir()
+
+
+def stale_lock_note(lock: RunLock) -> str | None:
+    """One line about a dead holder's lock that was taken over, or None."""
+    if not lock.stale:
+        return None
+    holder = lock.stale
+    return (f"{lock.path}: took over the stale lock of pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+            f"(started {holder.get('started', '?')}), which no longer runs")
 
 
 class Task:
@@ -209,8 +309,6 @@ class EMA:
     """Exponential moving average of a network's floating-point parameters and buffers."""
 
     def __init__(self, module: nn.Module, decay: float):
-        import copy
-
         self.decay = decay
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
 
@@ -347,19 +445,28 @@ def save_checkpoint(run_dir: Path, state: TrainState, task: Task, raw: dict, ema
     tmp = ckpt_root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for name, net in raw.items():
-        save_state_dict(net.state_dict(), tmp / f"{name}.safetensors")
-    if ema is not None:
-        save_state_dict(ema.module.state_dict(), tmp / "ema.safetensors")
-    torch.save(
-        {
-            "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
-            "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
-            "rng": rank_rng,
-        },
-        tmp / "optim.pt",
-    )
-    (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
+    try:
+        for name, net in raw.items():
+            save_state_dict(net.state_dict(), tmp / f"{name}.safetensors")
+        if ema is not None:
+            save_state_dict(ema.module.state_dict(), tmp / "ema.safetensors")
+        torch.save(
+            {
+                "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+                "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
+                "rng": rank_rng,
+            },
+            tmp / "optim.pt",
+        )
+        (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
+    except BaseException as err:
+        # a failed write (a full disk) must not strand a half checkpoint that fills the disk
+        # further; `latest` still names the previous, complete one
+        shutil.rmtree(tmp, ignore_errors=True)
+        disk = as_disk_full(err, final)
+        if disk is err:
+            raise
+        raise disk from err
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     atomic_write_text(ckpt_root / "latest", final.name + "\n")
@@ -367,6 +474,22 @@ def save_checkpoint(run_dir: Path, state: TrainState, task: Task, raw: dict, ema
     for stale in old[: max(len(old) - (keep - 1), 0)]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def as_disk_full(err: BaseException, where: Path) -> BaseException:
+    """``err`` as ``OSError(ENOSPC)`` naming ``where`` when it is a full disk in another library's
+    words (safetensors, torch.save, libsndfile do not raise OSError), else ``err`` itself."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return err if err.filename else OSError(err.errno, err.strerror, str(where))
+    text = str(err).lower()
+    hints = ("no space left", "storagefull", "os error 28", "errno 28", "disk quota", "file write failed")
+    full = any(h in text for h in hints)
+    if not full and isinstance(err, (OSError, RuntimeError)):
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(where if where.exists() else where.parent).free < 1 << 20
+    return OSError(errno.ENOSPC, "No space left on device", str(where)) if full else err
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -378,18 +501,137 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if (path / "state.json").exists() else None
 
 
+def _load_weights(net: nn.Module, path: Path) -> None:
+    """Load a checkpoint's weights into ``net``; a mismatch (a checkpoint of another model shape
+    or family) is one line naming the file, not torch's list of keys."""
+    try:
+        net.load_state_dict(load_state_dict(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: does not fit this config's model ({first})") from err
+
+
 def _load_training_state(path: Path) -> dict[str, Any]:
     """A checkpoint's optimiser, scheduler and RNG state. ``weights_only`` unpickles tensors and
     plain containers only, so a tampered file cannot run code; its refusal (torch's message is
     many lines long) becomes one line naming the file."""
-    from audiogen.checkpoint import CheckpointError
-
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling refusals, a damaged zip, a missing file
         lines = str(err).strip().splitlines()
         raise CheckpointError(f"{path}: not a loadable training state ({lines[0] if lines else type(err).__name__})"
                               ) from err
+
+
+# --------------------------------------------------------------------------------------------
+# The memory a step needs, checked before the first one
+
+
+class _DryStepContext(StepContext):
+    """A step context that backpropagates but never updates (the memory probe's)."""
+
+    def backward(self, loss: torch.Tensor) -> bool:
+        loss.backward()
+        return True
+
+    def optimizer_step(self, name: str) -> None:
+        for net in self.raw_networks.values():
+            net.zero_grad(set_to_none=True)
+
+
+def activation_bytes(task: Task, batch: dict[str, torch.Tensor], accelerator: Any, optim: OptimConfig) -> int:
+    """Peak bytes of the tensors autograd keeps for backward during one training step of ``batch``.
+
+    The step runs on copies of the networks (the task's weights, optimiser state and RNG stream
+    are left as they were). Saved tensors are counted per storage while they live, weights
+    excluded, so shared views count once and a graph freed by its backward stops counting: the
+    figure is the step's activation memory, which grows with batch and segment length, unlike
+    the weights'.
+    """
+    networks = {name: copy.deepcopy(net).train() for name, net in task.networks.items()}
+    weights = {p.untyped_storage().data_ptr() for net in networks.values() for p in net.parameters()}
+    holders: dict[int, int] = {}
+    live = [0, 0]  # bytes now, peak
+
+    def release(pointer: int, size: int) -> None:
+        holders[pointer] -= 1
+        if not holders[pointer]:
+            live[0] -= size
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = tensor.untyped_storage()
+            pointer, size = storage.data_ptr(), storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # tensors without a plain storage
+            return tensor
+        if pointer in weights:
+            return tensor
+        if not holders.get(pointer):
+            live[0] += size
+            live[1] = max(live[1], live[0])
+        holders[pointer] = holders.get(pointer, 0) + 1
+        weakref.finalize(tensor, release, pointer, size)
+        return tensor
+
+    ctx = _DryStepContext(accelerator, networks, networks, {}, {}, optim, 0, True, 1)
+    rng = _rng_state()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), accelerator.autocast():
+            task.train_step(batch, ctx)
+    finally:
+        _set_rng_state(rng)
+    return live[1]
+
+
+def step_memory_estimate(task: Task, make_batch: Callable[[int], dict[str, torch.Tensor]], frames: int,
+                         multiple: int, micro_batch: int, accelerator: Any, optim: OptimConfig,
+                         ema: bool) -> int:
+    """Bytes one training step of ``micro_batch`` windows of ``frames`` will need, measured on a
+    dry step of one short window (two lengths) and scaled.
+
+    Activations grow linearly with the window for the convolutional networks; a growth faster
+    than linear between the two probes (attention) is extrapolated as the power it shows. On
+    top: weights, gradients, AdamW's two moments, the EMA copy and DDP's gradient buckets.
+
+    Args:
+        make_batch: window length in frames → a batch of one window, as the data gives it.
+        multiple: probe lengths are multiples of it (the VAE's time ratio).
+    """
+    short = max(multiple, -(-min(frames, 32) // multiple) * multiple)
+    sizes = [short] if frames <= 2 * short else [short, 2 * short]
+    measured = [activation_bytes(task, make_batch(size), accelerator, optim) for size in sizes]
+    if len(sizes) == 1:
+        per_window = measured[0] * frames / short
+    else:
+        (f1, f2), (a1, a2) = sizes, measured
+        power = math.log2(a2 / a1) if a1 > 0 and a2 > 0 else 1.0
+        if power > 1.1:
+            per_window = a2 * (frames / f2) ** min(power, 2.0)
+        else:
+            slope = max(a2 - a1, 0) / (f2 - f1)
+            per_window = max(a1 - slope * f1, 0) + slope * frames
+    weights = sum(p.numel() * p.element_size() for net in task.networks.values() for p in net.parameters())
+    ema_bytes = sum(p.numel() * p.element_size() for p in task.networks[task.ema_network].parameters()) \
+        if ema and task.ema_network else 0
+    return int(micro_batch * per_window + 5 * weights + ema_bytes)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes this process may still use on ``device``: the GPU's free memory, or the host's
+    ``MemAvailable`` (capped by a cgroup limit), shared by the processes of this host."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = min(available, int(limit) - used)
+    return available // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
 
 
 def _mean_over_processes(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
@@ -405,8 +647,47 @@ def _mean_over_processes(accelerator: Any, values: dict[str, float]) -> dict[str
 
 
 def _log(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """Append one record; a write that fails (a full disk) leaves the file as it was, not a torn line."""
+    path = run_dir / METRICS_NAME
+    with open(path, "a") as handle:
+        size = handle.tell()
+        try:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                handle.truncate(size)
+            disk = as_disk_full(err, path)
+            if disk is err:
+                raise
+            raise disk from err
+
+
+def cut_metrics(run_dir: Path, step: int) -> int:
+    """Drop the records logged after ``step`` (a killed run's, past its last checkpoint) and a
+    torn last line, atomically; returns how many records were dropped.
+
+    A resumed run logs those steps again, so without this the log holds two histories.
+    """
+    path = run_dir / METRICS_NAME
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the torn line of a write cut short by a kill
+            dropped += 1
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        mode = path.stat().st_mode & 0o777
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        os.chmod(path, mode)  # the new file keeps the log's mode, not mkstemp's 0600
+    return dropped
 
 
 def train(
@@ -453,11 +734,13 @@ def train(
 
     state = TrainState()
     checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None and main:
+        print(f"{run_dir}: no checkpoint to resume from; starting at step 0")
     if checkpoint is not None:
         for name, net in raw.items():
-            net.load_state_dict(load_state_dict(checkpoint / f"{name}.safetensors"))
+            _load_weights(net, checkpoint / f"{name}.safetensors")
         if ema is not None:
-            ema.module.load_state_dict(load_state_dict(checkpoint / "ema.safetensors"))
+            _load_weights(ema.module, checkpoint / "ema.safetensors")
         extra = _load_training_state(checkpoint / "optim.pt")
         for name, opt in optimizers.items():
             opt.load_state_dict(extra["optimizers"][name])
@@ -467,6 +750,11 @@ def train(
         state = TrainState(**json.loads((checkpoint / "state.json").read_text()))
         if main:
             print(f"resumed from {checkpoint} at step {state.step}")
+    if resume and main:
+        dropped = cut_metrics(run_dir, state.step)
+        if dropped:
+            print(f"{run_dir / METRICS_NAME}: dropped {dropped} record(s) logged after step {state.step} "
+                  f"by the interrupted run")
     if ema is not None:
         ema.module.to(accelerator.device)
 
@@ -533,73 +821,75 @@ def train(
 
     for net in raw.values():
         net.train()
-    while state.step < cfg.max_steps and not stop:
-        ctx = None
-        losses: dict[str, float] = {}
-        for micro in range(cfg.grad_accum):
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(stream).items()}
-            sync = micro == cfg.grad_accum - 1
-            if ctx is None:
-                ctx = StepContext(accelerator, networks, raw, optimizers, schedulers, optim, state.step, sync,
-                                  cfg.grad_accum)
-            ctx.sync = sync
-            no_sync = contextlib.ExitStack()
-            if not sync and accelerator.num_processes > 1:
-                for net in networks.values():
-                    no_sync.enter_context(accelerator.no_sync(net))
-            with no_sync, accelerator.autocast():
-                micro_losses = task.train_step(batch, ctx)
-            for k, v in micro_losses.items():
-                losses[k] = losses.get(k, 0.0) + v / cfg.grad_accum
-        if ctx.bad:
-            # The step index still advances (its data is consumed), so data order stays a
-            # function of the step and a resumed run lines up; no weight or EMA changed.
-            state.bad_steps_in_row += 1
-            state.skipped_steps += 1
-            state.step += 1
-            bar.update(1)
-            if main:
-                bar.write(f"warning: step {state.step} skipped (NaN/Inf in loss or gradient)")
-                _log(run_dir, {"step": state.step, "warning": "non-finite loss or gradient, step skipped"})
-            if state.bad_steps_in_row >= cfg.max_bad_steps:
-                bar.close()
-                raise TrainingStopped(
-                    f"{state.bad_steps_in_row} steps in a row had NaN/Inf losses or gradients; stopping. "
-                    f"The last good checkpoint is {latest_checkpoint(run_dir)}."
-                )
-            continue
-        state.bad_steps_in_row = 0
-        if ema is not None:
-            ema.update(raw[task.ema_network], state.step)
-        state.step += 1
-        for k, v in {**losses, **{f"grad_norm/{n}": g for n, g in ctx.grad_norms.items()}}.items():
-            window.setdefault(k, []).append(v)
-        bar.update(1)
-        if state.step % cfg.log_every == 0:
-            means = {k: float(np.mean(v)) for k, v in window.items()}
-            if accelerator.num_processes > 1:
-                means = _mean_over_processes(accelerator, means)
-            if main:
-                lrs = {f"lr/{n}": s.get_last_lr()[0] for n, s in schedulers.items()}
-                _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs})
-                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if "/" in k and "grad" not in k})
-            window = {}
-        validated = state.step % cfg.val_every == 0 or state.step == cfg.max_steps
-        if validated:
-            validate_and_maybe_export()
-        if cfg.max_minutes is not None and state.step % cfg.log_every == 0 and not stop:
-            # every rank must agree, or one would wait forever for the others' gradients
-            out_of_time = [time.time() - started >= cfg.max_minutes * 60]
-            if accelerator.num_processes > 1:
-                broadcast_object_list(out_of_time)
-            if out_of_time[0]:
+    try:
+        while state.step < cfg.max_steps and not stop:
+            ctx = None
+            losses: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(stream).items()}
+                sync = micro == cfg.grad_accum - 1
+                if ctx is None:
+                    ctx = StepContext(accelerator, networks, raw, optimizers, schedulers, optim, state.step, sync,
+                                      cfg.grad_accum)
+                ctx.sync = sync
+                no_sync = contextlib.ExitStack()
+                if not sync and accelerator.num_processes > 1:
+                    for net in networks.values():
+                        no_sync.enter_context(accelerator.no_sync(net))
+                with no_sync, accelerator.autocast():
+                    micro_losses = task.train_step(batch, ctx)
+                for k, v in micro_losses.items():
+                    losses[k] = losses.get(k, 0.0) + v / cfg.grad_accum
+            if ctx.bad:
+                # The step index still advances (its data is consumed), so data order stays a
+                # function of the step and a resumed run lines up; no weight or EMA changed.
+                state.bad_steps_in_row += 1
+                state.skipped_steps += 1
+                state.step += 1
+                bar.update(1)
                 if main:
-                    bar.write(f"stopping at step {state.step}: the {cfg.max_minutes:g}-minute budget is spent")
-                if not validated:
-                    validate_and_maybe_export()
-                stop = True
-        if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps or stop:
-            checkpoint_now()
-    bar.close()
+                    bar.write(f"warning: step {state.step} skipped (NaN/Inf in loss or gradient)")
+                    _log(run_dir, {"step": state.step, "warning": "non-finite loss or gradient, step skipped"})
+                if state.bad_steps_in_row >= cfg.max_bad_steps:
+                    raise TrainingStopped(
+                        f"{state.bad_steps_in_row} steps in a row had NaN/Inf losses or gradients; stopping. "
+                        f"The last good checkpoint is {latest_checkpoint(run_dir)}."
+                    )
+                continue
+            state.bad_steps_in_row = 0
+            if ema is not None:
+                ema.update(raw[task.ema_network], state.step)
+            state.step += 1
+            for k, v in {**losses, **{f"grad_norm/{n}": g for n, g in ctx.grad_norms.items()}}.items():
+                window.setdefault(k, []).append(v)
+            bar.update(1)
+            if state.step % cfg.log_every == 0:
+                means = {k: float(np.mean(v)) for k, v in window.items()}
+                if accelerator.num_processes > 1:
+                    means = _mean_over_processes(accelerator, means)
+                if main:
+                    lrs = {f"lr/{n}": s.get_last_lr()[0] for n, s in schedulers.items()}
+                    _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs})
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if "/" in k and "grad" not in k})
+                window = {}
+            validated = state.step % cfg.val_every == 0 or state.step == cfg.max_steps
+            if validated:
+                validate_and_maybe_export()
+            if cfg.max_minutes is not None and state.step % cfg.log_every == 0 and not stop:
+                # every rank must agree, or one would wait forever for the others' gradients
+                out_of_time = [time.time() - started >= cfg.max_minutes * 60]
+                if accelerator.num_processes > 1:
+                    broadcast_object_list(out_of_time)
+                if out_of_time[0]:
+                    if main:
+                        bar.write(f"stopping at step {state.step}: the {cfg.max_minutes:g}-minute budget is spent")
+                    if not validated:
+                        validate_and_maybe_export()
+                    stop = True
+            if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps or stop:
+                checkpoint_now()
+    finally:
+        # on every exit, so an error's one line starts on a line of its own
+        bar.close()
     state.wall_seconds = time.time() - started
     return state
