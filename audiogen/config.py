@@ -68,6 +68,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(hint)
+        if origin is tuple and args and Ellipsis not in args and len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
         item_hint = args[0] if args else Any
         items = [_check_type(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items

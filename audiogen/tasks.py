@@ -68,6 +68,9 @@ def _check_loss_names(weights: dict[str, float], known: set[str]) -> None:
     unknown = set(weights) - known
     if unknown:
         raise ConfigError(f"loss_weights: unknown name(s) {sorted(unknown)}; known: {sorted(known)}")
+    negative = {k: v for k, v in weights.items() if not v >= 0}
+    if negative:
+        raise ConfigError(f"loss_weights: a weight must be >= 0, got {negative}")
 
 
 def _val_audio(items: list[dict], seconds: float, frontend: FrontendConfig) -> list[dict]:

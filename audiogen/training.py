@@ -58,6 +58,31 @@ class OptimConfig:
     grad_clip: float | None = 1000.0  # per-network max gradient norm; None disables
     lr_scale: dict[str, float] = field(default_factory=dict)  # e.g. {"disc": 1.0}
 
+    def __post_init__(self) -> None:
+        _check_at_least(self, {"weight_decay": 0, "warmup_steps": 0})
+        _check_positive(self, ("lr", "lr_decay", "grad_clip"))
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
+        bad = {k: v for k, v in self.lr_scale.items() if not v > 0}
+        if bad:
+            raise ValueError(f"lr_scale must be positive, got {bad}")
+
+
+def _check_at_least(config: Any, minimums: dict[str, int]) -> None:
+    """Refuse a field below its minimum, naming it (None means unset and passes)."""
+    for name, minimum in minimums.items():
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_positive(config: Any, names: tuple[str, ...]) -> None:
+    """Refuse a field that is not > 0 (NaN included), naming it (None passes)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -84,13 +109,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 0:
-            raise ValueError("batch_size and grad_accum must be >= 1, max_steps >= 0")
+        _check_at_least(self, {"batch_size": 1, "grad_accum": 1, "max_steps": 0, "segment_frames": 1, "log_every": 1,
+                               "val_every": 1, "ckpt_every": 1, "keep_checkpoints": 1, "max_bad_steps": 1,
+                               "val_pieces": 1, "seed": 0, "num_workers": 0, "early_stop_patience": 1})
+        _check_positive(self, ("max_minutes", "val_seconds"))
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} must split into grad_accum {self.grad_accum} "
                              "equal micro-batches")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1) or be null, got {self.ema_decay}")
 
 
 class TrainingStopped(RuntimeError):

@@ -394,11 +394,21 @@ def bad_inputs(tmp_path: Path, cache: Path, spec: bool) -> dict[str, tuple[list[
         "--set a fraction for an int": (run("--set", "train.batch_size=2.5"), "train.batch_size"),
         "--set into a value": (run("--set", "train.batch_size.x=1"), "not a section"),
         "missing data folder": (run(data=tmp_path / "no-cache"), "cache folder not found"),
+        "data is a file": (run(data=tmp_path / "bad.yaml"), "cache folder not found"),
         "data folder not a cache": (run(data=tmp_path / "empty_cache"), "no index.json"),
         "negative --max-steps": (run("--max-steps", "-1"), "max_steps"),
+        "log_every 0": (run("--set", "train.log_every=0"), "log_every"),
+        "one beta": (run("--set", "optim.betas=[0.9]"), "optim.betas"),
+        "negative learning rate": (run("--set", "optim.lr=-1e-4"), "lr must be positive"),
+        "ema_decay above 1": (run("--set", "train.ema_decay=2"), "ema_decay"),
+        "negative num_workers": (run("--set", "train.num_workers=-1"), "num_workers"),
+        "val_seconds 0": (run("--set", "train.val_seconds=0"), "val_seconds"),
+        "a negative loss weight": (run("--set", "loss_weights.adv/feat=-1"), "loss_weights"),
         "batch not divisible by grad_accum": (run("--set", "train.grad_accum=3"), "grad_accum"),
         "missing init_from": (run("--set", f"init_from={tmp_path / 'no-model'}"), "no-model"),
         "--allow-config-change alone": (run("--allow-config-change"), "--allow-config-change"),
+        "--out inside a file": (["--config", config, "--data", str(cache), "--out", str(tmp_path / "bad.yaml" / "run"),
+                                 "--cpu"], "bad.yaml"),
         "the other trainer's config": (run(cfg=other), "belongs to"),
     }
     if spec:
@@ -424,7 +434,7 @@ def test_every_bad_input_to_the_trainers_ends_in_one_line(task, tiny_cache, tmp_
         line = one_line(err)
         assert line.startswith(f"{prog}: error: ") and fragment in line, (name, line)
         assert not (tmp_path / "run").exists(), name
-    assert len(cases) >= 17
+    assert len(cases) >= 26
 
 
 def test_a_bad_input_ends_in_one_line_as_users_run_it(tiny_cache, tmp_path):
