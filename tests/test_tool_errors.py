@@ -26,12 +26,12 @@ SR = 22050
 
 
 def refusal(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """The one error line of a refusal with exit status 2 (argparse may print its usage above it)."""
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    """The one stderr line of a refusal with exit status 2 (no usage synopsis, no traceback)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr
-    assert all(fragment in errors[0] for fragment in fragments), (fragments, errors[0])
-    return errors[0]
+    assert len(lines) == 1 and ": error: " in lines[0], result.stderr
+    assert all(fragment in lines[0] for fragment in fragments), (fragments, lines[0])
+    return lines[0]
 
 
 def assert_help_shows_defaults(parser: argparse.ArgumentParser) -> None:

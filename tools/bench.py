@@ -1207,9 +1207,9 @@ def save_plots(r: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audiogen.cli.arguments import positive_float, positive_int
+    from audiogen.cli.arguments import OneLineParser, positive_float, positive_int
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="short run for CI (under 2 minutes)")

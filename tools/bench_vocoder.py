@@ -259,7 +259,7 @@ MIN_SEGMENT_FRAMES = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audiogen.cli.arguments import check_output_file, int_at_least, positive_float, positive_int
+    from audiogen.cli.arguments import OneLineParser, check_output_file, int_at_least, positive_float, positive_int
 
     def json_file(text: str) -> Path:
         try:
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise argparse.ArgumentTypeError(str(err)) from None
         return Path(text)
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from audiogen.cli.arguments import (
+    OneLineParser,
     float_at_least,
     int_at_least,
     non_negative_float,
@@ -377,7 +378,7 @@ def bar_chart(report: dict, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", required=True, help="MAESTRO-layout folder or folder of audio")
     p.add_argument(
         "--split", default="test", help="MAESTRO split to use when the folder has a CSV (default: %(default)s)"

@@ -22,13 +22,13 @@ import argparse
 import os
 import sys
 
-from audiogen.cli.arguments import check_output_folder, positive_float, positive_int
+from audiogen.cli.arguments import OneLineParser, check_output_folder, positive_float, positive_int
 
 PROG = "make_demo_dataset"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="output folder (MAESTRO layout)")

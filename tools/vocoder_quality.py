@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiogen.cli.arguments import check_output_folder, float_at_least, positive_int
+from audiogen.cli.arguments import OneLineParser, check_output_folder, float_at_least, positive_int
 
 PROG = "vocoder_quality"
 
@@ -131,7 +131,7 @@ def markdown_table(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", required=True, help="prepared cache (audiogen-prepare --out)")
     p.add_argument("--split", default="test", help="cache split to score (default: %(default)s)")
     p.add_argument(

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from audiogen.cli.arguments import check_output_file, positive_int
+from audiogen.cli.arguments import OneLineParser, check_output_file, positive_int
 
 PROG = "wash_scan"
 
@@ -51,7 +51,7 @@ def files_of(sources: list[str], split: str | None) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="+", help="audio files or folders")
     parser.add_argument(
         "--split", default=None, help="MAESTRO split of a folder with a CSV (default: every split)"

@@ -4,6 +4,7 @@ argparse turns an :class:`argparse.ArgumentTypeError` raised by a ``type=`` func
 ``PROG: error: argument --OPTION: MESSAGE`` and exit status 2 (``EXIT_USAGE``), before any
 work or heavy import starts. Each function here takes the text the user typed and returns the
 value, or raises with a message that says what was expected and repeats what was typed.
+:class:`OneLineParser` prints that line alone, as every other refusal is printed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,19 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, ``PROG: error: MESSAGE``, and status 2.
+
+    argparse prints the whole usage synopsis above the error (ten lines for ``audiogen-fad
+    score``); every other refusal of the commands is one line, so this one is too (``--help``
+    still shows the usage). Subparsers made by ``add_subparsers`` are of this class as well.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _number(text: str, kind: type[int] | type[float]) -> int | float:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from audiogen.cli.arguments import (
+    OneLineParser,
     check_output_file,
     int_at_least,
     non_negative_int,
@@ -71,7 +72,7 @@ def _add_embedding_options(parser: argparse.ArgumentParser, defaults_from_npz: b
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Fréchet Audio Distance on VGGish embeddings. Exit status: 0 done, 2 bad option or input "
         "(named in one line), 3 the machine failed (disk full, out of memory, download failed), 130 interrupted.",
