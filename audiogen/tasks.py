@@ -646,6 +646,10 @@ def _train(config: TrainerConfig, args: Any) -> int:
     finally:
         if lock is not None:
             release_run_lock(lock)
+        if accelerator.num_processes > 1 and torch.distributed.is_initialized():
+            # a rank that leaves with its process group alive aborts at exit (gloo's threads), and
+            # its launcher then kills the others: leave it cleanly, refusals and errors included
+            torch.distributed.destroy_process_group()
 
 
 def _train_locked(config: TrainerConfig, args: Any, accelerator: Any, cache: Any, run_dir: Path,

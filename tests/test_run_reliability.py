@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,6 +118,31 @@ def test_a_live_trainer_holds_its_run_folder_and_a_killed_ones_lock_is_taken_ove
     # the killed run's rows past the checkpoint are gone: each step logged once, in order
     assert killed_at >= checkpoint
     assert training_steps(run_dir) == list(range(1, checkpoint + 3))
+
+
+def test_two_processes_under_accelerate_launch_agree_on_a_held_lock(tiny_cache, tmp_path):
+    from audiogen.training import acquire_run_lock, release_run_lock
+
+    run_dir = tmp_path / "run"
+    lock = acquire_run_lock(run_dir)  # held by this process: alive for the whole launch
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+             "configs/accelerate/cpu_2proc.yaml", "--num_processes", "2", "--main_process_port", str(port),
+             "train_vocoder.py", *map(str, VOCODER), "--data", str(tiny_cache), "--out", str(run_dir)],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env(), start_new_session=True)
+    finally:
+        release_run_lock(lock)
+    # both ranks stop with the usage status (none waits for the other, none aborts), and the main
+    # process alone says why; the launcher (torchrun) then reports the failed ranks in its own words
+    assert result.returncode != 0
+    assert len(re.findall(r"exitcode\s*:\s*2\b", result.stderr)) == 2, result.stderr[-3000:]
+    refusals = [line for line in (result.stdout + result.stderr).splitlines() if "another trainer" in line]
+    assert len(refusals) == 1 and f"pid {os.getpid()}" in refusals[0], result.stderr[-3000:]
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
 
 
 def test_a_run_folder_that_holds_checkpoints_needs_resume(tiny_cache, tmp_path, train_here):
