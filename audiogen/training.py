@@ -487,10 +487,10 @@ def save_checkpoint(run_dir: Path, state: TrainState, task: Task, raw: dict, ema
         )
         (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
     except BaseException as err:
+        disk = as_disk_full(err, final)  # before the clean-up below frees space again
         # a failed write (a full disk) must not strand a half checkpoint that fills the disk
         # further; `latest` still names the previous, complete one
         shutil.rmtree(tmp, ignore_errors=True)
-        disk = as_disk_full(err, final)
         if disk is err:
             raise
         raise disk from err
@@ -511,7 +511,9 @@ def as_disk_full(err: BaseException, where: Path) -> BaseException:
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return err if err.filename else OSError(err.errno, err.strerror, str(where))
     text = str(err).lower()
-    hints = ("no space left", "storagefull", "os error 28", "errno 28", "disk quota", "file write failed")
+    # torch.save's short write reads "unexpected pos N vs M"; libsndfile's names no cause at all
+    hints = ("no space left", "storagefull", "os error 28", "errno 28", "disk quota", "file write failed",
+             "unexpected pos")
     full = any(h in text for h in hints)
     if not full and isinstance(err, (OSError, RuntimeError)):
         with contextlib.suppress(OSError):
