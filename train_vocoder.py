@@ -3,6 +3,10 @@
 Thin entry point; the work is in audiogen.tasks and audiogen.training. Any accelerate option
 (--num_processes, --multi_gpu, --mixed_precision, --config_file for multi-node) goes before the
 script name.
+
+One live trainer per run folder (RUN/trainer.lock); --resume continues RUN/checkpoints/latest with
+the run's own config (--help lists what may change). Exit status: 0 trained, 2 a bad option or
+input (one line), 3 the machine failed the run (disk full, out of memory, NaN steps), 130 interrupted.
 """
 
 import sys

@@ -382,7 +382,12 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=f"Train the {default_task} (run with `accelerate launch`, or plain python for one process). "
-                    "One trainer per run folder: a second one on a folder a live trainer holds is refused.")
+                    "One trainer per run folder: a second one on a folder a live trainer holds is refused.",
+        epilog="Checked before the first step: the cache has validation pieces (the exported RUN/best is the "
+               "model best on them), train.segment_frames is no longer than the longest training piece, and the "
+               "memory one step needs (measured on a short dry step, scaled) fits the device. Exit status: 0 "
+               "trained, 2 a bad option or input (one line), 3 the machine failed the run (disk full, out of "
+               "memory, NaN steps; the last checkpoint is intact), 130 interrupted.")
     parser.add_argument("--config", required=True, help="trainer YAML (configs/...)")
     parser.add_argument("--data", required=True, help="prepared cache folder (audiogen-prepare --out)")
     parser.add_argument("--out", required=True,
