@@ -35,6 +35,9 @@ Rows that need the models are skipped, with the reason in the report, when the m
 ``fad_benchmark.json``, ``fad_benchmark.png`` (bar chart with bootstrap intervals) and
 ``spectrograms.png`` (the first clip of every row) into ``--out``, plus a few clips of every
 row under ``clips/`` to listen to.
+
+Exit status (:mod:`audiogen.cli`): 0 done; 2 a bad option or input, named in one line before
+any work (a missing folder, a split it lacks, a number out of range); 3 the disk is full.
 """
 
 from __future__ import annotations

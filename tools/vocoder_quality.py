@@ -20,6 +20,9 @@ against the originals with the trainers' own validation metric
 Writes ``vocoder_quality.md`` (table), ``vocoder_quality.json`` and ``spectrograms.png`` (the
 first excerpt as the frontend sees it, one panel per row) into ``--out``, with each row's
 first excerpt as WAV to listen to.
+
+Exit status (:mod:`audiogen.cli`): 0 done; 2 a bad option or input, named in one line before
+any work (a missing folder, a split it lacks, a number out of range); 3 the disk is full.
 """
 
 from __future__ import annotations
