@@ -483,20 +483,20 @@ def _decided_by_main(accelerator: Any, check: Any) -> Any:
     refusal there stops all (the others quietly, with its status), so no rank waits forever."""
     from accelerate.utils import broadcast_object_list
 
-    from audiogen.cli import EXIT_USAGE
+    from audiogen.cli import EXIT_ENVIRONMENT, EXIT_USAGE
 
-    result, refusal = None, [None]
+    result, error, failed = None, None, [False]
     if accelerator.is_main_process:
         try:
             result = check()
-        except ValueError as err:  # ConfigError, RunFolderBusy: one line, exit 2
-            refusal = [str(err)]
+        except Exception as err:  # any: the other ranks must hear of it, or they wait in the broadcast
+            error, failed = err, [EXIT_USAGE if isinstance(err, ValueError) else EXIT_ENVIRONMENT]
     if accelerator.num_processes > 1:
-        broadcast_object_list(refusal)
-    if refusal[0] is not None:
-        if accelerator.is_main_process:
-            raise ConfigError(refusal[0])
-        raise SystemExit(EXIT_USAGE)
+        broadcast_object_list(failed)
+    if failed[0]:
+        if error is not None:
+            raise error
+        raise SystemExit(failed[0])
     return result
 
 

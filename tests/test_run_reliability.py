@@ -137,9 +137,11 @@ def test_two_processes_under_accelerate_launch_agree_on_a_held_lock(tiny_cache, 
     finally:
         release_run_lock(lock)
     # both ranks stop with the usage status (none waits for the other, none aborts), and the main
-    # process alone says why; the launcher (torchrun) then reports the failed ranks in its own words
+    # process alone says why; the launcher (torchrun) then reports the failed ranks in its own words,
+    # and may stop the second rank (SIGTERM, -15) once the first has exited
     assert result.returncode != 0
-    assert len(re.findall(r"exitcode\s*:\s*2\b", result.stderr)) == 2, result.stderr[-3000:]
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", result.stderr)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, result.stderr[-3000:]
     refusals = [line for line in (result.stdout + result.stderr).splitlines() if "another trainer" in line]
     assert len(refusals) == 1 and f"pid {os.getpid()}" in refusals[0], result.stderr[-3000:]
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
