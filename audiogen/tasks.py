@@ -364,7 +364,7 @@ class PriorTask(Task):
 # settings, loss weights) would make the run's record false and needs --allow-config-change.
 RESUME_SAFE_KEYS = ("train.max_steps", "train.max_minutes", "train.log_every", "train.val_every",
                     "train.ckpt_every", "train.keep_checkpoints", "train.num_workers", "train.early_stop_patience",
-                    "train.max_bad_steps", "vocoder_dir")
+                    "train.max_bad_steps", "train.log_with", "vocoder_dir")
 CHANGES_NAME = "config-changes.jsonl"
 
 
@@ -604,6 +604,7 @@ def _train(config: TrainerConfig, args: Any) -> int:
 
     from audiogen.cache import open_cache
     from audiogen.cli import EXIT_ENVIRONMENT
+    from audiogen.trackers import parse_log_with
     from audiogen.training import (
         TrainingStopped,
         acquire_run_lock,
@@ -626,7 +627,9 @@ def _train(config: TrainerConfig, args: Any) -> int:
     # gloo process group.
     cpu = args.cpu or not torch.cuda.is_available()
     mixed = config.train.mixed_precision if not cpu else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
+    # trackers write under the run folder (TensorBoard: RUN/audiogen); checked before the first step
+    trackers = parse_log_with(config.train.log_with) or None
+    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu, log_with=trackers, project_dir=str(run_dir))
     # only the main process writes the run folder, so only it takes the lock; the others follow
     lock = _decided_by_main(accelerator, lambda: acquire_run_lock(run_dir))
     try:

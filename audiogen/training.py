@@ -105,6 +105,7 @@ class TrainConfig:
     val_seconds: float = 6.0
     seed: int = 0
     num_workers: int = 0
+    log_with: str | None = None  # trackers beside metrics.jsonl: "tensorboard", "wandb" or both, comma-separated
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "bf16", "fp16"):
@@ -743,15 +744,18 @@ def train(
     from tqdm.auto import tqdm
 
     from audiogen.checkpoint import export_model
+    from audiogen.trackers import TrackerLog, parse_log_with
 
     run_dir = Path(run_dir)
     main = accelerator.is_main_process
+    trackers = TrackerLog(accelerator, parse_log_with(cfg.log_with))
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resolved_config is not None:
             import yaml
 
             atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False))
+    trackers.start(resolved_config)
     torch.manual_seed(cfg.seed + accelerator.process_index)
     random.seed(cfg.seed)
 
@@ -825,8 +829,10 @@ def train(
                 export_model(run_dir / "best", task.export(ctx), resolved_config or {}, prov)
             else:
                 state.evals_since_best += 1
-            _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **metrics,
-                           "best": improved})
+            record = {"step": state.step, "time": round(time.time() - started, 2), **metrics, "best": improved}
+            _log(run_dir, record)
+            trackers.scalars(record)
+            trackers.validation_media(out_dir, state.step)
             bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             patience = cfg.early_stop_patience
             verdict = [patience is not None and state.evals_since_best >= patience]
@@ -898,7 +904,9 @@ def train(
                     means = _mean_over_processes(accelerator, means)
                 if main:
                     lrs = {f"lr/{n}": s.get_last_lr()[0] for n, s in schedulers.items()}
-                    _log(run_dir, {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs})
+                    record = {"step": state.step, "time": round(time.time() - started, 2), **means, **lrs}
+                    _log(run_dir, record)
+                    trackers.scalars(record)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if "/" in k and "grad" not in k})
                 window = {}
             validated = state.step % cfg.val_every == 0 or state.step == cfg.max_steps
@@ -920,5 +928,6 @@ def train(
     finally:
         # on every exit, so an error's one line starts on a line of its own
         bar.close()
+        trackers.finish()
     state.wall_seconds = time.time() - started
     return state
