@@ -31,6 +31,26 @@ def save_spectrograms(path: str | Path, panels: dict[str, np.ndarray], frame_rat
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="log magnitude", shrink=0.8)
     if title:
         fig.suptitle(title)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=80)
+    finally:
+        plt.close(fig)
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> None:
+    """Write a matplotlib figure as PNG atomically: a crash or a full disk leaves no partial picture."""
+    import os
+    import tempfile
+
+    from audiogen.audio import publish_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, dpi=dpi, format="png")
+        publish_file(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1135,6 +1135,8 @@ def save_plots(r: dict[str, Any], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from audiogen.plots import save_figure
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
@@ -1155,7 +1157,7 @@ def save_plots(r: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=90)
+        save_figure(fig, out_dir / name, dpi=90)
         plt.close(fig)
         written.append(out_dir / name)
 

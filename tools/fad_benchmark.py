@@ -61,6 +61,7 @@ from audiogen.cli.arguments import (
     positive_float,
     positive_int,
 )
+from audiogen.plots import save_figure
 
 PROG = "fad_benchmark"
 ROWS = {
@@ -376,7 +377,7 @@ def bar_chart(report: dict, path: Path) -> None:
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(f"FAD (lower is closer to the reference); bars: {int(report['level'] * 100)}% bootstrap interval")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -536,7 +537,7 @@ def long_form_plot(report: dict, path: Path) -> None:
     axes.flat[0].legend()
     fig.suptitle(f"long form: {report['seconds']:g} s clips in {report['window_seconds']:g} s windows")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
