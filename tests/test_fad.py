@@ -1,5 +1,5 @@
-"""Fréchet distance against closed forms and scipy, FAD∞, bootstrap, and embedding of file sets
-(cache, decode errors, list files, .npz round trip) with the weight-free mel embedding."""
+"""Fréchet distance against closed forms and scipy, FAD∞, the bootstrap over pieces, the report's flags, and
+embedding of file sets (cache, decode errors, list files, .npz round trip) with the weight-free mel embedding."""
 
 from __future__ import annotations
 
@@ -7,22 +7,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from audiogen import fad
+from audiogen import embeddings
 from audiogen.audio import AudioError, save_audio
-from audiogen.fad import (
-    EmbeddedSet,
-    MelEmbedder,
-    bootstrap_fad,
-    embed_files,
-    embedding_stats,
-    fad_from_embeddings,
-    fad_inf,
-    frechet_distance,
-    list_audio_files,
-    load_npz,
-    save_npz,
-    score_sets,
-)
+from audiogen.distances import embedding_stats, fad_from_embeddings, fad_inf, frechet_distance
+from audiogen.embeddings import EmbeddedSet, MelEmbedder, embed_files, list_audio_files, load_npz, save_npz
+from audiogen.intervals import bootstrap_distances, weighted_stats
+from audiogen.scoring import score_sets
 
 
 def random_spd(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -137,13 +127,13 @@ def test_bootstrap_interval_brackets_the_estimate():
     background = [rng.standard_normal((10, 8)) for _ in range(30)]
     evaluation = [rng.standard_normal((10, 8)) * 1.3 + 0.3 for _ in range(30)]
     point = fad_from_embeddings(np.concatenate(background), np.concatenate(evaluation))
-    result = bootstrap_fad(background, evaluation, n=100, seed=0)
+    result = bootstrap_distances(background, evaluation, n=100, seed=0)["fad"]
     assert result.low < point < result.high
-    assert result.unit == {"background": "file", "eval": "file"}
-    # reproducible with a seed, and the single-file side falls back to embeddings
-    again = bootstrap_fad(background, evaluation, n=100, seed=0)
+    assert result.unit == {"background": "piece", "eval": "piece"}
+    # reproducible with a seed, and the single-piece side falls back to embeddings
+    again = bootstrap_distances(background, evaluation, n=100, seed=0)["fad"]
     np.testing.assert_array_equal(result.values, again.values)
-    one = bootstrap_fad([np.concatenate(background)], evaluation, n=20, seed=0)
+    one = bootstrap_distances([np.concatenate(background)], evaluation, n=20, seed=0)["fad"]
     assert one.unit["background"] == "embedding"
 
 
@@ -154,7 +144,7 @@ def test_bootstrap_weights_equal_repeating_the_rows():
     x = rng.standard_normal((50, 6)) * 3.0 + 1.0
     weights = rng.multinomial(50, np.full(50, 1 / 50))
     assert (weights == 0).any()
-    mu, sigma = fad._weighted_stats(x, weights)
+    mu, sigma = weighted_stats(x, weights)
     repeated = np.repeat(x, weights, axis=0)
     np.testing.assert_allclose(mu, repeated.mean(axis=0), atol=1e-12)
     np.testing.assert_allclose(sigma, np.cov(repeated, rowvar=False), atol=1e-12)
@@ -209,13 +199,13 @@ def test_mel_embedder_shapes(mel_embedder):
 def test_second_score_decodes_nothing(tmp_path, monkeypatch, mel_embedder):
     files = write_clips(tmp_path / "set", 4)
     calls = []
-    real_load = fad.load_audio
+    real_load = embeddings.load_audio
 
     def counting_load(path, sample_rate=None):
         calls.append(path)
         return real_load(path, sample_rate=sample_rate)
 
-    monkeypatch.setattr(fad, "load_audio", counting_load)
+    monkeypatch.setattr(embeddings, "load_audio", counting_load)
     cache = tmp_path / "cache"
     first = embed_files(files, mel_embedder, workers=1, cache_dir=cache, progress=False)
     assert first.decoded == 4 and first.cached == 0 and len(calls) == 4

@@ -24,7 +24,7 @@ import torch
 from test_tool_errors import assert_help_shows_defaults, refusal
 
 from audiogen.audio import RESAMPLER, save_audio
-from audiogen.fad import EmbeddedSet, MelEmbedder, save_npz
+from audiogen.embeddings import EmbeddedSet, MelEmbedder, save_npz
 from audiogen.vggish import VGGish
 
 
@@ -466,3 +466,40 @@ def test_help_shows_every_default():
     for command in ("embed", "score", "download-weights"):
         shown = subprocess.run(audiogen_fad() + [command, "--help"], capture_output=True, text=True)
         assert shown.returncode == 0 and "default" in shown.stdout
+
+
+# ------------------------------------------------------------------------------ the mel FAD, recomputed by hand
+
+
+def mel_embeddings_by_hand(path: Path) -> np.ndarray:
+    """The mel embedding written out: 0.975 s patches every 0.96 s, per-band mean and std of their log-mel."""
+    from audiogen.audio import load_audio
+    from audiogen.frontend import FrontendConfig, MelFrontend
+
+    config = FrontendConfig()
+    audio, _ = load_audio(path, sample_rate=config.sample_rate)
+    segment, hop = round(15600 / 16000 * config.sample_rate), round(15360 / 16000 * config.sample_rate)
+    frontend = MelFrontend(config)
+    rows = []
+    for start in range(0, len(audio) - segment + 1, hop):
+        log_mel = frontend.log_mel_numpy(audio[start : start + segment]).astype(np.float64)  # (n_mels, F)
+        rows.append(np.concatenate([log_mel.mean(axis=1), log_mel.std(axis=1)]))
+    return np.array(rows)
+
+
+def frechet_by_svd(x: np.ndarray, y: np.ndarray) -> float:
+    """FAD with Tr((S_x S_y)^1/2) as the nuclear norm of A B^T (S_x = A^T A): exact for singular covariances."""
+    a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
+    b = (y - y.mean(0)) / np.sqrt(len(y) - 1)
+    trace_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    return float(((x.mean(0) - y.mean(0)) ** 2).sum() + (a**2).sum() + (b**2).sum() - 2 * trace_sqrt)
+
+
+def test_mel_fad_equals_the_distance_computed_by_hand(same_env, capsys):
+    root = same_env
+    by_hand = {label: np.concatenate([mel_embeddings_by_hand(p) for p in sorted((root / label).glob("*.flac"))])
+               for label in ("real", "fake")}
+    code, out, err = cli(["score", "--background", str(root / "real"), "--eval", str(root / "fake"), "--embedding",
+                          "mel", "--bootstrap", "5", "--no-cache", "--quiet", "--workers", "1"], capsys)
+    assert code == 0, err
+    assert last_json(out)["fad"] == pytest.approx(frechet_by_svd(by_hand["real"], by_hand["fake"]), rel=1e-6)

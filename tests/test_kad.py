@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from audiogen.kad import kad, median_bandwidth
+from audiogen.distances import kad, median_bandwidth
 
 
 def _kad_by_loops(x: np.ndarray, y: np.ndarray) -> float:

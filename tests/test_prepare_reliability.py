@@ -110,9 +110,9 @@ def test_audio_dir_reads_every_audio_format_follows_folder_links_and_lists_what_
 
 
 def test_folder_listing_and_fad_accept_one_list_of_formats():
-    from audiogen import fad
+    from audiogen import embeddings
 
-    assert fad.AUDIO_EXTENSIONS is AUDIO_SUFFIXES
+    assert embeddings.AUDIO_EXTENSIONS is AUDIO_SUFFIXES
     assert {".opus", ".oga", ".ogg", ".flac", ".wav", ".mp3"} <= set(AUDIO_SUFFIXES)
 
 

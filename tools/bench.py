@@ -827,7 +827,9 @@ def random_vggish(seed: int = 0) -> Any:
 
 def bench_fad(s: Settings) -> dict[str, Any]:
     """Embedding throughput (mel, VGGish) and the time to score 1,000 clips' embeddings."""
-    from audiogen.fad import EmbeddedSet, MelEmbedder, fad_from_embeddings, score_sets
+    from audiogen.distances import fad_from_embeddings
+    from audiogen.embeddings import EmbeddedSet, MelEmbedder
+    from audiogen.scoring import score_sets
     from audiogen.vggish import VGGishEmbedder
 
     out: dict[str, Any] = {"fad.load_avg": load_avg(), "fad.audio_seconds": s.fad_audio_seconds}

@@ -78,7 +78,7 @@ ROWS = {
 class Row:
     name: str
     description: str
-    clips: list[np.ndarray] = field(default_factory=list)
+    clips: ClipSet = field(default_factory=lambda: ClipSet([], []))
     seconds_to_make: float = 0.0
     skipped: str | None = None
     result: dict | None = None
@@ -88,7 +88,7 @@ class Row:
 
 def reference_files(root: Path, split: str) -> tuple[list[Path], str]:
     """Audio of ``split`` from a MAESTRO-layout CSV, else every audio file under ``root``."""
-    from audiogen.fad import list_audio_files
+    from audiogen.embeddings import list_audio_files
 
     if root.is_dir():
         for csv_path in sorted(root.glob("maestro*.csv")):
@@ -109,9 +109,23 @@ def cut_clips(audio: np.ndarray, length: int) -> list[np.ndarray]:
     return [audio[i : i + length].copy() for i in range(0, audio.shape[0] - length + 1, length)]
 
 
+@dataclass
+class ClipSet:
+    """Clips and the piece each was cut from (clips of one piece share its name): intervals resample pieces."""
+
+    clips: list[np.ndarray]
+    pieces: list[str]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def subset(self, indices) -> ClipSet:
+        return ClipSet([self.clips[i] for i in indices], [self.pieces[i] for i in indices])
+
+
 def split_reference(
     files: list[Path], sample_rate: int, seconds: float, num: int, seed: int
-) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+) -> tuple[ClipSet, ClipSet, dict]:
     """Two halves of reference clips from disjoint pieces, up to ``num`` clips each, clips of
     digital silence left out before choosing (each half's count in ``silent_clips_dropped``).
 
@@ -121,18 +135,21 @@ def split_reference(
     rng = np.random.default_rng(seed)
     order = [files[i] for i in rng.permutation(len(files))]
     length = int(round(seconds * sample_rate))
-    halves: list[list[np.ndarray]] = [[], []]
+    halves = [ClipSet([], []), ClipSet([], [])]
     pieces: list[list[Path]] = [[], []]
     if len(order) >= 2:
         for index, path in enumerate(order):
             audio, _ = load_audio(path, sample_rate=sample_rate)
-            halves[index % 2] += cut_clips(audio, length)
+            clips = cut_clips(audio, length)
+            halves[index % 2].clips.extend(clips)
+            halves[index % 2].pieces.extend([str(path)] * len(clips))
             pieces[index % 2].append(path)
         how = "pieces alternate between the halves"
     else:  # one piece only: alternate its clips (the floor is then optimistic)
         audio, _ = load_audio(order[0], sample_rate=sample_rate)
         clips = cut_clips(audio, length)
-        halves = [clips[0::2], clips[1::2]]
+        halves = [ClipSet(clips[0::2], [str(order[0])] * len(clips[0::2])),
+                  ClipSet(clips[1::2], [str(order[0])] * len(clips[1::2]))]
         pieces = [[order[0]], [order[0]]]
         how = "one piece: its clips alternate between the halves (optimistic floor)"
     chosen, silent = [], []
@@ -140,23 +157,27 @@ def split_reference(
         half, dropped = drop_digital_silence(half)
         silent.append(dropped)
         if len(half) > num:
-            keep = sorted(rng.choice(len(half), size=num, replace=False))
-            half = [half[i] for i in keep]
+            half = half.subset(sorted(rng.choice(len(half), size=num, replace=False)))
         chosen.append(half)
     info = {"split": how, "pieces_background": len(pieces[0]), "pieces_eval": len(pieces[1]),
             "silent_clips_dropped": {"background": silent[0], "eval": silent[1]}, "eval_files": pieces[1]}
     return chosen[0], chosen[1], info
 
 
-def drop_digital_silence(clips: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-    """The clips that are not (almost) all digital zero, and how many were dropped."""
+def drop_digital_silence(clips: ClipSet) -> tuple[ClipSet, int]:
+    """The clips that are not (almost) all digital zero, with their pieces, and how many were dropped."""
     from audiogen.descriptors import is_digital_silence
 
-    kept = [c for c in clips if not is_digital_silence(c)]
-    return kept, len(clips) - len(kept)
+    kept = [i for i, c in enumerate(clips.clips) if not is_digital_silence(c)]
+    return clips.subset(kept), len(clips) - len(kept)
 
 
-def long_excerpts(files: list[Path], sample_rate: int, seconds: float, num: int, seed: int) -> list[np.ndarray]:
+def own_pieces(clips: list[np.ndarray], label: str) -> ClipSet:
+    """Clips that are each independent of the others (generated from their own seed): each its own piece."""
+    return ClipSet(list(clips), [f"{label}/{i}" for i in range(len(clips))])
+
+
+def long_excerpts(files: list[Path], sample_rate: int, seconds: float, num: int, seed: int) -> ClipSet:
     """Up to ``num`` non-overlapping excerpts of ``seconds`` from ``files``, taken round-robin
     over the pieces (each piece's first, then each one's second, ...), digital silence left out."""
     from audiogen.audio import load_audio
@@ -170,10 +191,13 @@ def long_excerpts(files: list[Path], sample_rate: int, seconds: float, num: int,
     rng = np.random.default_rng(seed)
     for clips in per_piece:
         rng.shuffle(clips)
-    out: list[np.ndarray] = []
+    out = ClipSet([], [])
     for depth in range(max((len(c) for c in per_piece), default=0)):
-        out += [clips[depth] for clips in per_piece if depth < len(clips)]
-    return out[:num]
+        for path, clips in zip(files, per_piece, strict=True):
+            if depth < len(clips):
+                out.clips.append(clips[depth])
+                out.pieces.append(str(path))
+    return out.subset(range(min(num, len(out))))
 
 
 def describe_set(clips: list[np.ndarray], sample_rate: int, label: str) -> dict:
@@ -229,7 +253,7 @@ def save_examples(folder: Path, rows: list[Row], sample_rate: int, keep: int) ->
             continue
         target = folder / row.name.split(" ")[0]
         target.mkdir(parents=True, exist_ok=True)
-        for i, clip in enumerate(row.clips[:keep]):
+        for i, clip in enumerate(row.clips.clips[:keep]):
             save_audio(target / f"{i:02d}.wav", peak_normalize(np.clip(clip, -10, 10), 0.9), sample_rate)
 
 
@@ -242,8 +266,8 @@ def spectrogram_picture(path: Path, rows: list[Row], frontend) -> None:
     panels = {}
     with torch.inference_mode():
         for row in rows:
-            if not row.skipped and row.clips:
-                panels[row.name] = frontend(torch.from_numpy(np.asarray(row.clips[0], dtype=np.float32))).numpy()
+            if not row.skipped and len(row.clips):
+                panels[row.name] = frontend(torch.from_numpy(np.asarray(row.clips.clips[0], dtype=np.float32))).numpy()
     if panels:
         save_spectrograms(path, panels, frontend.config.frame_rate, "first clip of each row")
 
@@ -264,44 +288,61 @@ def markdown_table(report: dict) -> str:
         f"Embedding: **{emb['model']}**"
         + (f" (weights SHA-256 `{emb['weights_sha256'][:16]}…`)" if emb.get("weights_sha256") else "")
         + f", framing `{emb['framing']}`, resampler `{report['resampler']}`, "
-        f"{report['bootstrap']} bootstrap draws over clips"
+        f"{report['bootstrap']} bootstrap draws over pieces (the clips cut from one recording are drawn "
+        "together: they are not independent)"
         + (f"; model clips sampled at temperature {report['temperature']:g}." if report.get("temperature") else "."),
     ]
     if not emb.get("comparable_to_published", False):
         lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**"]
     lines += [
         "",
-        "| row | what it measures | clips | embeddings | FAD | 95% CI | FAD∞ |",
-        "|---|---|---:|---:|---:|---|---:|",
+        "| row | what it measures | clips | pieces | embeddings | FAD | 95% CI | FAD∞ | KAD | 95% CI | flags |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---|---|",
     ]
     for row in report["rows"]:
         if row.get("skipped"):
-            lines.append(f"| {row['name']} | {row['description']} | – | – | skipped | – | – |")
+            lines.append(f"| {row['name']} | {row['description']} | – | – | – | skipped | – | – | – | – | |")
             continue
-        ci = row["fad_ci"]
         lines.append(
-            f"| {row['name']} | {row['description']} | {row['clips']} | {row['embeddings']} | "
-            f"{_fmt(row['fad'])} | {_fmt(ci[0])}–{_fmt(ci[1])} | {_fmt(row['fad_inf'])} |"
+            f"| {row['name']} | {row['description']} | {row['clips']} | {row['pieces']} | {row['embeddings']} | "
+            f"{_fmt(row['fad'])} | {_interval(row['fad_ci'])} | {_fmt(row['fad_inf'])} | "
+            f"{_fmt(row['kad'])} | {_interval(row['kad_ci'])} | {_flag_cell(row['flags'])} |"
         )
     dropped = report["reference"].get("silent_clips_dropped", {})
     row_dropped = {r["name"]: r.get("silent_clips_dropped", 0) for r in report["rows"] if not r.get("skipped")}
     lines += ["", f"Digital silence left out: {dropped.get('background', 0)} background clips; per row "
               + ", ".join(f"{name} {n}" for name, n in row_dropped.items()) + "."]
     lines += ["", *descriptor_table(report)]
-    warned: dict[str, list[str]] = {}  # warning → rows it applies to (the background's applies to all)
-    for r in report["rows"]:
-        for w in [] if r.get("skipped") else r.get("warnings", []):
-            if "covariance is singular" in w:
-                warned.setdefault(w, []).append(r["name"])
+    flagged = _flags_by_message([(r["name"], r.get("flags", [])) for r in report["rows"] if not r.get("skipped")])
     notes = [r for r in report["rows"] if r.get("skipped")]
-    if notes or report["notes"] or warned:
+    if notes or report["notes"] or flagged:
         lines.append("")
         lines += [f"- {row['name']}: {row['skipped']}" for row in notes]
-        lines += [f"- **warning** ({', '.join(names)}): {w}" for w, names in warned.items()]
+        lines += [f"- **flag** ({', '.join(names)}): {message}" for message, names in flagged.items()]
         lines += [f"- {note}" for note in report["notes"]]
     if report.get("long_form"):
         lines += ["", *long_form_table(report["long_form"])]
     return "\n".join(lines) + "\n"
+
+
+def _interval(ci: list | None) -> str:
+    return "–" if ci is None else f"{_fmt(ci[0])}–{_fmt(ci[1])}"
+
+
+def _flag_cell(flags: list[dict]) -> str:
+    """Short names of a row's flags for its table cell (the messages follow the table)."""
+    from audiogen.scoring import flag_label
+
+    return ", ".join(flag_label(f) for f in flags)
+
+
+def _flags_by_message(rows: list[tuple[str, list[dict]]]) -> dict[str, list[str]]:
+    """Flag message → the rows it applies to (a background flag applies to every row: said once)."""
+    grouped: dict[str, list[str]] = {}
+    for name, flags in rows:
+        for flag in flags:
+            grouped.setdefault(flag["message"], []).append(name)
+    return grouped
 
 
 def _descriptor_cells(d: dict | None, vs: dict | None) -> str:
@@ -327,25 +368,26 @@ def descriptor_table(report: dict) -> list[str]:
 
 
 def long_form_table(long: dict) -> list[str]:
-    """FAD and descriptors per window position of the long clips, and their washes."""
+    """FAD, KAD and descriptors per window position of the long clips, their flags, and their washes."""
     lines = [f"Long form: clips of {long['seconds']:g} s cut into windows of {long['window_seconds']:g} s, "
              "each window position scored against the same background (`long_form.png`).", ""]
     for name, data in long["sets"].items():
         washed = [round(t, 1) for t in data["first_wash_seconds"] if t is not None]
         lines += [f"**{name}**: {data['clips']} clips; {data['washed_clips']} switch into a wash"
                   + (f" (first wash window starts at {washed} s)" if washed else "") + ".", "",
-                  "| window | clips | FAD | chroma entropy | onsets/s | silent frames | spectral flatness | "
-                  "tonal ratio | pitch-class JS |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| window | clips | FAD | KAD | flags | chroma entropy | onsets/s | silent frames | "
+                  "spectral flatness | tonal ratio | pitch-class JS |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
         for w in data["windows"]:
             span = f"{w['start']:g}–{w['start'] + long['window_seconds']:g} s"
-            lines.append(f"| {span} | {w['clips']} | {_fmt(w.get('fad'))} | "
+            lines.append(f"| {span} | {w['clips']} | {_fmt(w.get('fad'))} | {_fmt(w.get('kad'))} | "
+                         f"{_flag_cell(w.get('flags', []))} | "
                          f"{_descriptor_cells(w['descriptors'], w['vs_reference'])} |")
         first, last = data["windows"][0].get("fad"), data["windows"][-1].get("fad")
         if first and last:
             lines += ["", f"Drift ({name}): last window's FAD / first window's = {last / first:.2f}."]
-        warned = sorted({x for w in data["windows"] for x in w.get("warnings", [])})
-        lines += [f"- **warning**: {x}" for x in warned]
+        flagged = _flags_by_message([(f"{w['start']:g} s", w.get("flags", [])) for w in data["windows"]])
+        lines += [f"- **flag** (windows at {', '.join(starts)}): {message}" for message, starts in flagged.items()]
         lines.append("")
     return lines
 
@@ -382,6 +424,8 @@ def bar_chart(report: dict, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from audiogen.embeddings import EMBEDDERS
+
     p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", required=True, help="MAESTRO-layout folder or folder of audio")
     p.add_argument(
@@ -394,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float_at_least(1.0), default=10.0,
         help="clip length, at least 1 s: one embedding patch (default: %(default)s)",
     )
-    p.add_argument("--embedding", choices=("vggish", "mel"), default="vggish", help="(default: %(default)s)")
+    p.add_argument("--embedding", choices=tuple(EMBEDDERS), default="vggish", help="(default: %(default)s)")
     p.add_argument(
         "--vggish-weights", default=None,
         help="torchvggish checkpoint (default: $AUDIOGEN_VGGISH_WEIGHTS, then the cache)",
@@ -456,58 +500,69 @@ def generate_clips(generator, count: int, seconds: float, seed: int, temperature
             for i in tqdm(range(count), desc=label, unit="clip", disable=None)]
 
 
-def score_row(background_set, clips, sample_rate, embedder, name, args) -> dict:
-    from audiogen.fad import embed_arrays, score_sets
+def score_row(background_set, clips: ClipSet, sample_rate, embedder, name, args) -> dict:
+    """The :func:`audiogen.scoring.score_sets` report of one set of clips against the background."""
+    from audiogen.embeddings import embed_arrays
+    from audiogen.scoring import score_sets
 
-    evaluation = embed_arrays(clips, sample_rate, embedder, source=name, progress=True)
+    evaluation = embed_arrays(clips.clips, sample_rate, embedder, source=name, progress=True, pieces=clips.pieces)
     return score_sets(background_set, evaluation, n_bootstrap=args.bootstrap, seed=args.seed)
 
 
-def windows_of(clips: list[np.ndarray], length: int) -> list[list[np.ndarray]]:
-    """Window position k → the k-th window of every clip (clips cut into ``length`` samples)."""
-    cut = [cut_clips(c, length) for c in clips]
+def print_flags(label: str, result: dict) -> None:
+    from audiogen.scoring import flag_lines
+
+    for line in flag_lines(result["flags"]):
+        print(f"{label}: {line}", flush=True)
+
+
+def windows_of(clips: ClipSet, length: int) -> list[ClipSet]:
+    """Window position k → the k-th window of every clip (clips cut into ``length`` samples), with its piece."""
+    cut = [cut_clips(c, length) for c in clips.clips]
     positions = min((len(c) for c in cut), default=0)
-    return [[c[k] for c in cut] for k in range(positions)]
+    return [ClipSet([c[k] for c in cut], list(clips.pieces)) for k in range(positions)]
 
 
 def long_form(args, generator, background_set, background_descriptors, embedder, eval_files, sample_rate,
               out: Path) -> dict:
-    """FAD and descriptors per window position of long generated clips and real excerpts, and washes."""
+    """FAD, KAD and descriptors per window position of long generated clips and real excerpts, and washes."""
     from audiogen.descriptors import compare_to_reference, wash_windows
 
     length = int(round(args.seconds * sample_rate))
     sets = {"real": long_excerpts(eval_files, sample_rate, args.long_seconds, args.long_num, args.seed)}
     if generator is not None:
-        sets["model"] = generate_clips(generator, args.long_num, args.long_seconds, args.seed + 100_000,
-                                       args.temperature, f"generating {args.long_seconds:g} s")
+        sets["model"] = own_pieces(generate_clips(generator, args.long_num, args.long_seconds, args.seed + 100_000,
+                                                  args.temperature, f"generating {args.long_seconds:g} s"), "model")
     report: dict = {"seconds": args.long_seconds, "window_seconds": args.seconds, "sets": {}}
-    for name, clips in sets.items():
+    for name, clip_set in sets.items():
         positions = []
-        for k, window in enumerate(windows_of(clips, length)):
+        for k, window in enumerate(windows_of(clip_set, length)):
             kept, _ = drop_digital_silence(window)
             label = f"{name} window {k}"
-            row = {"start": k * args.seconds, "clips": len(kept), "fad": None}  # FAD needs 2 clips
+            row = {"start": k * args.seconds, "clips": len(kept), "fad": None, "kad": None}  # both need 2 clips
             if len(kept) >= 2:
                 result = score_row(background_set, kept, sample_rate, embedder, label, args)
-                row.update(fad=result["fad"], fad_ci=result["fad_ci"], embeddings=result["eval"]["embeddings"],
-                           warnings=[w for w in result["warnings"] if "covariance is singular" in w])
-            descriptors = describe_set(kept, sample_rate, label) if kept else None
+                row.update(fad=result["fad"], fad_ci=result["fad_ci"], kad=result["kad"], kad_ci=result["kad_ci"],
+                           pieces=result["eval"]["pieces"], embeddings=result["eval"]["embeddings"],
+                           flags=result["flags"])
+                print_flags(label, result)
+            descriptors = describe_set(kept.clips, sample_rate, label) if kept else None
             row["descriptors"] = descriptors
             row["vs_reference"] = compare_to_reference(descriptors, background_descriptors) if kept else None
             positions.append(row)
-            for warning in row.get("warnings", []):
-                print(f"warning: {label}: {warning}", flush=True)
-        washes = [wash_windows(c, sample_rate) for c in clips]
+        washes = [wash_windows(c, sample_rate) for c in clip_set.clips]
         report["sets"][name] = {
-            "clips": len(clips),
+            "clips": len(clip_set),
+            "pieces": len(set(clip_set.pieces)),
             "windows": positions,
             "washed_clips": sum(bool(w) for w in washes),
             "first_wash_seconds": [w[0][0] if w else None for w in washes],
         }
-        print(f"long form, {name}: {len(clips)} clips of {args.long_seconds:g} s, "
+        print(f"long form, {name}: {len(clip_set)} clips of {args.long_seconds:g} s, "
               f"{report['sets'][name]['washed_clips']} with a wash", flush=True)
     long_form_plot(report, out / "long_form.png")
-    long_spectrograms(sets, sample_rate, out / "long_spectrograms.png", generator)
+    long_spectrograms({name: c.clips for name, c in sets.items()}, sample_rate, out / "long_spectrograms.png",
+                      generator)
     return report
 
 
@@ -564,7 +619,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from audiogen.audio import RESAMPLER
     from audiogen.descriptors import compare_to_reference
-    from audiogen.fad import embed_arrays, make_embedder
+    from audiogen.embeddings import embed_arrays, make_embedder
     from audiogen.frontend import FrontendConfig, MelFrontend
 
     files, selection = reference_files(Path(args.reference), args.split)  # a bad reference fails first
@@ -591,19 +646,20 @@ def run(args: argparse.Namespace) -> dict:
     by_name = {row.name: row for row in rows}
     by_name["real (floor)"].clips = real
     by_name["real (floor)"].silent_dropped = split_info["silent_clips_dropped"]["eval"]
+    # copy-synthesis keeps each clip's piece; noise and generated clips are each independent of the others
     makers = {
-        "griffin-lim": lambda: griffin_lim_clips(frontend, real, args.griffin_lim_iters),
-        "noise (ceiling)": lambda: noise_clips(real, args.seed),
+        "griffin-lim": lambda: ClipSet(griffin_lim_clips(frontend, real.clips, args.griffin_lim_iters), real.pieces),
+        "noise (ceiling)": lambda: own_pieces(noise_clips(real.clips, args.seed), "noise"),
     }
     if generator is None:
         for name in ("vocoder", "vae round trip", "model"):
             by_name[name].skipped = model_note
     else:
-        makers["vocoder"] = lambda: [np.asarray(generator.vocode(frontend(torch.from_numpy(c)).numpy()),
-                                                dtype=np.float32) for c in real]
-        makers["vae round trip"] = lambda: vae_round_trip_clips(generator, real)
-        makers["model"] = lambda: generate_clips(generator, len(real), args.seconds, args.seed, args.temperature,
-                                                 "generating")
+        makers["vocoder"] = lambda: ClipSet([np.asarray(generator.vocode(frontend(torch.from_numpy(c)).numpy()),
+                                                        dtype=np.float32) for c in real.clips], real.pieces)
+        makers["vae round trip"] = lambda: ClipSet(vae_round_trip_clips(generator, real.clips), real.pieces)
+        makers["model"] = lambda: own_pieces(generate_clips(generator, len(real), args.seconds, args.seed,
+                                                            args.temperature, "generating"), "model")
     for name, make in makers.items():
         started = time.time()
         with torch.inference_mode():
@@ -612,8 +668,9 @@ def run(args: argparse.Namespace) -> dict:
         by_name[name].seconds_to_make = time.time() - started
 
     print(f"embedding background ({len(background)} clips)", flush=True)
-    background_set = embed_arrays(background, sample_rate, embedder, source="background", progress=True)
-    background_descriptors = describe_set(background, sample_rate, "background")
+    background_set = embed_arrays(background.clips, sample_rate, embedder, source="background", progress=True,
+                                  pieces=background.pieces)
+    background_descriptors = describe_set(background.clips, sample_rate, "background")
     for row in rows:
         if row.skipped:
             print(f"{row.name}: skipped ({row.skipped})", flush=True)
@@ -622,8 +679,10 @@ def run(args: argparse.Namespace) -> dict:
             row.skipped = f"{row.silent_dropped} of its clips were digital silence: fewer than 2 left"
             continue
         row.result = score_row(background_set, row.clips, sample_rate, embedder, row.name, args)
-        row.descriptors = describe_set(row.clips, sample_rate, row.name)
-        print(f"{row.name}: FAD {row.result['fad']:.4g} (FAD∞ {_fmt(row.result['fad_inf'])})", flush=True)
+        row.descriptors = describe_set(row.clips.clips, sample_rate, row.name)
+        print(f"{row.name}: FAD {row.result['fad']:.4g} (FAD∞ {_fmt(row.result['fad_inf'])}), "
+              f"KAD {row.result['kad']:.4g}", flush=True)
+        print_flags(row.name, row.result)
 
     save_examples(out / "clips", rows, sample_rate, args.keep_clips)
     spectrogram_picture(out / "spectrograms.png", rows, frontend)
@@ -634,6 +693,7 @@ def run(args: argparse.Namespace) -> dict:
             "selection": selection,
             "files": len(files),
             "background_clips": len(background),
+            "background_pieces": background_set.num_pieces,
             **split_info,
         },
         "seconds": args.seconds,
@@ -654,12 +714,17 @@ def run(args: argparse.Namespace) -> dict:
                 "name": r.name,
                 "description": r.description,
                 "clips": r.result["eval"]["files"],
+                "pieces": r.result["eval"]["pieces"],
                 "silent_clips_dropped": r.silent_dropped,
                 "embeddings": r.result["eval"]["embeddings"],
                 "fad": r.result["fad"],
                 "fad_ci": r.result["fad_ci"],
                 "fad_inf": r.result["fad_inf"],
+                "kad": r.result["kad"],
+                "kad_ci": r.result["kad_ci"],
+                "bootstrap_unit": r.result["bootstrap"]["unit"],
                 "seconds_to_make": round(r.seconds_to_make, 2),
+                "flags": r.result["flags"],
                 "warnings": r.result["warnings"],
                 "descriptors": r.descriptors,
                 "vs_reference": compare_to_reference(r.descriptors, background_descriptors),

@@ -30,7 +30,7 @@ def files_of(sources: list[str], split: str | None) -> list[Path]:
         ValueError: a CSV has no row of ``split`` (its splits are named), or a source is empty.
         FileNotFoundError: a source does not exist.
     """
-    from audiogen.fad import list_audio_files
+    from audiogen.embeddings import list_audio_files
 
     out: list[Path] = []
     for source in map(Path, sources):
@@ -71,7 +71,7 @@ def scan(args: argparse.Namespace) -> int:
 
     from audiogen.audio import load_audio
     from audiogen.descriptors import wash_windows
-    from audiogen.fad import write_atomically
+    from audiogen.embeddings import write_atomically
 
     found, seconds = {}, 0.0
     for path in tqdm(files, desc="scanning", unit="file", disable=None):

@@ -1,11 +1,13 @@
-"""``audiogen-fad``: embed audio, score Fréchet Audio Distance, fetch the VGGish weights.
+"""``audiogen-fad``: embed audio, score Fréchet and kernel audio distances, fetch the VGGish weights.
 
     audiogen-fad embed AUDIO... --out OUT.npz [--embedding vggish|mel] [--vggish-weights W.pth]
     audiogen-fad score --background A --eval B [--json OUT.json]
     audiogen-fad download-weights [--url URL] [--sha256 HEX]
 
 ``A`` and ``B`` are each a folder of audio (searched recursively), a text file listing audio
-paths, or an .npz written by ``embed``. The last line ``score`` prints is one JSON object.
+paths, or an .npz written by ``embed``. ``score`` prints FAD, KAD, their intervals (resampling
+files: each file is a piece), FAD∞ and one ``flag (...)`` line for each number not to trust; its
+last line is the JSON report.
 Errors print one line on stderr; the exit status follows :mod:`audiogen.cli` (2: a bad option
 or input, 3: disk full or a failed download). Files written get the mode the umask gives; an
 embedding cache that cannot be written is warned about in one line and skipped.
@@ -32,10 +34,12 @@ PROG = "audiogen-fad"
 
 
 def _add_embedding_options(parser: argparse.ArgumentParser, defaults_from_npz: bool) -> None:
+    from audiogen.embeddings import EMBEDDERS
+
     hint = " (default: that of an .npz input, else %s)" if defaults_from_npz else " (default: %s)"
     parser.add_argument(
         "--embedding",
-        choices=("vggish", "mel"),
+        choices=tuple(EMBEDDERS),
         default=None,
         help="vggish: FAD as published; mel: weight-free, NOT comparable to published FAD" + hint % "vggish",
     )
@@ -130,7 +134,7 @@ def _embedding_cache_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _make_embedder(args: argparse.Namespace, embedding: str, framing: str):
-    from audiogen.fad import make_embedder
+    from audiogen.embeddings import make_embedder
 
     return make_embedder(
         embedding,
@@ -154,7 +158,7 @@ class WarnOnce:
 
 
 def _embed_files(args: argparse.Namespace, files: list[Path], embedder, desc: str, source: str):
-    from audiogen.fad import embed_files
+    from audiogen.embeddings import embed_files
 
     return embed_files(
         files,
@@ -170,7 +174,7 @@ def _embed_files(args: argparse.Namespace, files: list[Path], embedder, desc: st
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from audiogen.fad import list_audio_files, save_npz
+    from audiogen.embeddings import list_audio_files, save_npz
 
     check_output_file("--out", args.out)
     files = [f for source in args.audio for f in list_audio_files(source)]
@@ -197,24 +201,35 @@ def _default_from_npz(sets: list, key: str, fallback: str) -> str:
     return values.pop() if values else fallback
 
 
+def _interval_text(ci: list) -> str:
+    return "n/a" if None in ci else f"{ci[0]:.4f}–{ci[1]:.4f}"
+
+
 def _human_summary(report: dict) -> str:
-    ci = report["fad_ci"]
+    from audiogen.scoring import flag_lines
+
     inf = report["fad_inf"]
     sha = report.get("weights_sha256")
     model = report["embedding_model"] + (f" (weights sha256 {sha[:12]}…)" if sha else "")
+    level = f"{report['fad_ci_level'] * 100:g}%"
+    unit = report["bootstrap"]["unit"]
     lines = [
-        f"FAD {report['fad']:.4f}  ({int(report['fad_ci_level'] * 100)}% CI {ci[0]:.4f}–{ci[1]:.4f})  "
+        f"FAD {report['fad']:.4f}  ({level} CI {_interval_text(report['fad_ci'])})  "
         f"FAD∞ {'n/a' if inf is None else f'{inf:.4f}'}",
+        f"KAD {report['kad']:.4f}  ({level} CI {_interval_text(report['kad_ci'])})",
         f"embedding {model}, framing {report['framing']}, resampler {report['resampler']}",
-        f"background {report['background']['files']} files / {report['background']['embeddings']} embeddings; "
-        f"eval {report['eval']['files']} files / {report['eval']['embeddings']} embeddings",
+        f"background {report['background']['files']} files / {report['background']['pieces']} pieces / "
+        f"{report['background']['embeddings']} embeddings; eval {report['eval']['files']} files / "
+        f"{report['eval']['pieces']} pieces / {report['eval']['embeddings']} embeddings; intervals resample "
+        f"{unit['background']}s / {unit['eval']}s ({report['bootstrap']['n']} draws)",
     ]
+    lines += flag_lines(report["flags"])
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)
 
 
 def _write_json(path: str | Path, payload: dict) -> None:
-    from audiogen.fad import write_atomically
+    from audiogen.embeddings import write_atomically
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +238,8 @@ def _write_json(path: str | Path, payload: dict) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from audiogen.fad import list_audio_files, load_npz, score_sets
+    from audiogen.embeddings import list_audio_files, load_npz
+    from audiogen.scoring import score_sets
 
     if args.json:
         check_output_file("--json", args.json)

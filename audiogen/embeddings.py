@@ -1,31 +1,12 @@
-"""Fréchet Audio Distance: statistics, FAD∞, bootstrap intervals, and embedding of file sets.
+"""Embeddings of audio sets: the embedders (by name), embedding file sets and clips, the cache, .npz files.
 
-FAD (Kilgour et al. 2019) between two sets of embeddings is the Fréchet distance between the
-Gaussians fitted to them::
+An embedder turns mono audio at its sample rate into (P, d) float32 vectors, one per patch
+(:class:`Embedder`). :data:`EMBEDDERS` names each one; :func:`make_embedder` builds it by name,
+so a new embedding is one entry there (its heavy imports stay inside its factory).
 
-    FAD = ||mu_b - mu_e||^2 + Tr(S_b + S_e - 2 (S_b S_e)^(1/2))
-
-computed here in float64 with unbiased (n - 1) covariances. ``Tr((S_b S_e)^(1/2))`` is taken
-from the eigenvalues of the symmetric positive semi-definite matrix ``S_b^(1/2) S_e S_b^(1/2)``,
-which has the same eigenvalues as ``S_b S_e``; both square roots come from ``eigh`` with
-negative round-off eigenvalues clipped at 0. Unlike ``scipy.linalg.sqrtm`` of the non-symmetric
-product this never returns complex values and stays accurate when a covariance is singular.
-
-Fewer embeddings than dimensions (n <= d): a covariance has rank at most n - 1 and is
-singular. The distance above is still well defined and finite (it is the Fréchet distance
-between the two degenerate Gaussians) and is computed exactly, but it is a poor estimate of
-the population value — strongly biased upward — so reports carry a warning.
-
-FAD∞ (Gui et al. 2024, "Adapting Fréchet Audio Distance for generative music evaluation"):
-FAD is biased upward by roughly c / N for N evaluation embeddings, so FAD is computed on random
-subsets of the evaluation set of several sizes N, a line is fitted against 1 / N, and its
-intercept (N → ∞) is reported; the background set is used whole, as in fadtk.
-
-Bootstrap interval: files are resampled with replacement on each side (embeddings of one file
-are correlated, so the file is the unit; a side with a single file falls back to its
-embeddings) and the percentile interval of the FAD values is reported. It describes FAD at
-these set sizes, bias included; a resample repeats some files, so it has fewer distinct ones
-and its FAD runs a little high: the interval sits slightly above the point estimate.
+An :class:`EmbeddedSet` holds one (P_i, d) array per file or clip and the piece each came from:
+clips cut from one recording are not independent, so intervals resample pieces
+(:mod:`audiogen.intervals`). By default every file is its own piece.
 
 Embeddings of file sets (:func:`embed_files`) are cached per file under a key made of the
 file's content SHA-256 and the embedder's identity (model, weights SHA-256, framing, sample
@@ -43,7 +24,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -58,214 +39,6 @@ NOT_COMPARABLE_NOTE = (
 )
 # Bump when the embedding code changes what it computes, so old cache entries stop matching.
 EMBEDDING_CODE_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Fréchet distance
-
-
-def embedding_stats(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (d,) and unbiased covariance (d, d), float64, of embeddings (n, d) with n >= 2."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be (n, d), got shape {x.shape}")
-    if x.shape[0] < 2:
-        raise ValueError(f"need at least 2 embeddings for a covariance, got {x.shape[0]}")
-    if not np.isfinite(x).all():
-        raise ValueError("embeddings contain NaN or Inf")
-    mu = x.mean(axis=0)
-    centered = x - mu
-    sigma = centered.T @ centered / (x.shape[0] - 1)
-    return mu, sigma
-
-
-def _weighted_stats(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased covariance of rows of ``x`` repeated ``weights`` times (integer counts)."""
-    # Bootstrap draws leave about a third of the rows at weight 0: drop them, and form the
-    # covariance as Y^T Y with Y = (x - mu) sqrt(w), which numpy computes as one symmetric
-    # rank-k update (about half the work of the general product).
-    used = weights > 0
-    x, weights = x[used], weights[used].astype(np.float64)
-    n = float(weights.sum())
-    mu = weights @ x / n
-    scaled = (x - mu) * np.sqrt(weights)[:, None]
-    sigma = scaled.T @ scaled / (n - 1.0)
-    return mu, sigma
-
-
-def _clip_eigenvalues(values: np.ndarray) -> np.ndarray:
-    """Zero the eigenvalues that are round-off of a PSD matrix (negative, or below d·eps·max).
-
-    A singular covariance (fewer embeddings than dimensions) has exact zeros that come out of
-    ``eigh`` as ±1e-15; their square roots (~3e-8 each, times up to d of them) would otherwise
-    add a visible error to the trace.
-    """
-    tol = values.shape[0] * np.finfo(np.float64).eps * max(float(np.abs(values).max(initial=0.0)), 1e-300)
-    return np.where(values > tol, values, 0.0)
-
-
-def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix by ``eigh``."""
-    sym = (matrix + matrix.T) / 2.0
-    values, vectors = np.linalg.eigh(sym)
-    return (vectors * np.sqrt(_clip_eigenvalues(values))) @ vectors.T
-
-
-def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """``Tr((sigma1 sigma2)^(1/2))`` for PSD matrices, via the symmetric form."""
-    root = sqrtm_psd(sigma1)
-    middle = root @ sigma2 @ root
-    values = np.linalg.eigvalsh((middle + middle.T) / 2.0)
-    return float(np.sqrt(_clip_eigenvalues(values)).sum())
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64, clipped at 0.
-
-    Args:
-        mu1, mu2: means (d,).
-        sigma1, sigma2: covariances (d, d), symmetric positive semi-definite.
-    """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    d = mu1.shape[0]
-    if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
-        raise ValueError(f"shape mismatch: mu {mu1.shape} / {mu2.shape}, sigma {sigma1.shape} / {sigma2.shape}")
-    diff = mu1 - mu2
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
-    # round-off can make identical distributions come out at -1e-13
-    return max(float(value), 0.0)
-
-
-def fad_from_embeddings(background: np.ndarray, evaluation: np.ndarray) -> float:
-    """FAD between two embedding sets (n_b, d) and (n_e, d)."""
-    return frechet_distance(*embedding_stats(background), *embedding_stats(evaluation))
-
-
-@dataclass
-class FadInfResult:
-    """FAD∞: intercept of FAD against 1/N; ``slope`` is the bias coefficient c in FAD ≈ FAD∞ + c/N."""
-
-    value: float
-    slope: float
-    r2: float
-    ns: list[int]
-    fads: list[float]
-
-    def to_dict(self) -> dict:
-        return {"fad_inf": self.value, "slope": self.slope, "r2": self.r2, "ns": self.ns, "fads": self.fads}
-
-
-def fad_inf(
-    background: np.ndarray,
-    evaluation: np.ndarray,
-    n_min: int | None = None,
-    n_max: int | None = None,
-    steps: int = 25,
-    seed: int = 0,
-) -> FadInfResult:
-    """Extrapolate FAD to an infinite evaluation set (Gui et al. 2024).
-
-    Args:
-        background: (n_b, d) embeddings, used whole.
-        evaluation: (n_e, d) embeddings, subsampled without replacement.
-        n_min: smallest subset; default ``min(500, n_e // 2)`` (500 as in fadtk), at least 2.
-        n_max: largest subset; default n_e.
-        steps: subset sizes, evenly spaced from n_min to n_max.
-        seed: random subsets are drawn from ``np.random.default_rng(seed)``.
-
-    Raises:
-        ValueError: fewer than 3 distinct subset sizes are possible.
-    """
-    evaluation = np.asarray(evaluation, dtype=np.float64)
-    n_eval = evaluation.shape[0]
-    n_max = n_eval if n_max is None else min(n_max, n_eval)
-    n_min = max(2, min(500, n_eval // 2)) if n_min is None else max(2, n_min)
-    ns = sorted({int(round(n)) for n in np.linspace(n_min, n_max, steps)})
-    if len(ns) < 3 or n_min >= n_max:
-        raise ValueError(f"FAD∞ needs at least 3 subset sizes; {n_eval} evaluation embeddings are too few")
-    mu_b, sigma_b = embedding_stats(background)
-    rng = np.random.default_rng(seed)
-    fads = []
-    for n in ns:
-        subset = evaluation[rng.choice(n_eval, size=n, replace=False)]
-        fads.append(frechet_distance(mu_b, sigma_b, *embedding_stats(subset)))
-    xs = 1.0 / np.asarray(ns, dtype=np.float64)
-    ys = np.asarray(fads)
-    slope, intercept = np.polyfit(xs, ys, 1)
-    residual = ys - (slope * xs + intercept)
-    total = ((ys - ys.mean()) ** 2).sum()
-    r2 = 1.0 - float((residual**2).sum() / total) if total > 0 else 1.0
-    return FadInfResult(value=float(intercept), slope=float(slope), r2=r2, ns=ns, fads=[float(f) for f in fads])
-
-
-@dataclass
-class BootstrapResult:
-    """Percentile bootstrap interval of FAD; ``unit`` per side is "file" or "embedding"."""
-
-    low: float
-    high: float
-    level: float
-    n: int
-    unit: dict[str, str]
-    values: np.ndarray = field(repr=False)
-
-    def to_dict(self) -> dict:
-        return {"low": self.low, "high": self.high, "level": self.level, "n": self.n, "unit": self.unit}
-
-
-def _resample_weights(sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-embedding counts for one bootstrap draw of groups of the given sizes."""
-    counts = rng.multinomial(len(sizes), np.full(len(sizes), 1.0 / len(sizes)))
-    return np.repeat(counts, sizes).astype(np.float64)
-
-
-def bootstrap_fad(
-    background: Sequence[np.ndarray],
-    evaluation: Sequence[np.ndarray],
-    n: int = 200,
-    level: float = 0.95,
-    seed: int = 0,
-) -> BootstrapResult:
-    """Bootstrap confidence interval of FAD, resampling files (groups of embeddings).
-
-    Args:
-        background, evaluation: one (n_i, d) array per file.
-        n: bootstrap draws.
-        level: coverage of the percentile interval.
-        seed: ``np.random.default_rng(seed)``.
-    """
-    rng = np.random.default_rng(seed)
-    sides = {}
-    for label, groups in (("background", background), ("eval", evaluation)):
-        arrays = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
-        x = np.concatenate(arrays)
-        # centring once keeps the weighted sums well conditioned; the mean is added back below
-        mean = x.mean(axis=0)
-        if len(arrays) >= 2:
-            sizes, unit = np.array([a.shape[0] for a in arrays]), "file"
-        else:
-            sizes, unit = np.ones(x.shape[0], dtype=int), "embedding"
-        sides[label] = (x - mean, mean, sizes, unit)
-    values = np.empty(n)
-    for i in range(n):
-        stats = []
-        for label in ("background", "eval"):
-            x, mean, sizes, _ = sides[label]
-            mu, sigma = _weighted_stats(x, _resample_weights(sizes, rng))
-            stats.append((mu + mean, sigma))
-        values[i] = frechet_distance(*stats[0], *stats[1])
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [alpha, 1.0 - alpha])
-    return BootstrapResult(
-        low=float(low),
-        high=float(high),
-        level=level,
-        n=n,
-        unit={"background": sides["background"][3], "eval": sides["eval"][3]},
-        values=values,
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # Embedders
@@ -348,7 +121,25 @@ class MelEmbedder:
         return out
 
 
-EMBEDDINGS = ("vggish", "mel")
+def _vggish_embedder(weights: str | Path | None, framing: str, device: str, batch_size: int) -> Embedder:
+    from audiogen.vggish import VGGishEmbedder
+
+    return VGGishEmbedder.from_weights(weights, framing=framing, device=device, batch_size=batch_size)
+
+
+def _mel_embedder(weights: str | Path | None, framing: str, device: str, batch_size: int) -> Embedder:
+    return MelEmbedder(framing=framing, device=device, batch_size=batch_size)
+
+
+class EmbedderFactory(Protocol):
+    """Builds one embedding by name; ``weights`` is that embedding's checkpoint (None: its default)."""
+
+    def __call__(self, weights: str | Path | None, framing: str, device: str, batch_size: int) -> Embedder: ...
+
+
+# Every embedding the commands offer, by the name ``--embedding`` takes. A new one is one entry
+# here: a factory whose heavy imports happen inside it, so listing the names stays cheap.
+EMBEDDERS: dict[str, EmbedderFactory] = {"vggish": _vggish_embedder, "mel": _mel_embedder}
 
 
 def make_embedder(
@@ -358,14 +149,12 @@ def make_embedder(
     device: str = "cpu",
     batch_size: int = 64,
 ) -> Embedder:
-    """Build an embedder by name; ``vggish`` resolves its weights (clear error when missing)."""
-    if embedding == "vggish":
-        from audiogen.vggish import VGGishEmbedder
-
-        return VGGishEmbedder.from_weights(weights, framing=framing, device=device, batch_size=batch_size)
-    if embedding == "mel":
-        return MelEmbedder(framing=framing, device=device, batch_size=batch_size)
-    raise ValueError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+    """Build an embedder by its :data:`EMBEDDERS` name; ``vggish`` resolves its weights (clear error when missing)."""
+    try:
+        factory = EMBEDDERS[embedding]
+    except KeyError:
+        raise ValueError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDERS)}") from None
+    return factory(weights=weights, framing=framing, device=device, batch_size=batch_size)
 
 
 def embedder_key(identity: dict) -> str:
@@ -415,9 +204,12 @@ def list_audio_files(source: str | Path) -> list[Path]:
 
 @dataclass
 class EmbeddedSet:
-    """Embeddings of a set of files, one (P_i, d) array per file, with provenance.
+    """Embeddings of a set of files or clips, one (P_i, d) array each, with provenance.
 
-    ``decoded`` and ``cached`` count how many files were decoded or taken from the cache.
+    ``pieces`` names the piece (source recording) each entry came from, so that intervals can
+    resample pieces: clips cut from one recording share a piece. None: every entry is its own
+    piece (files of a folder). ``decoded`` and ``cached`` count how many files were decoded or
+    taken from the cache.
     """
 
     source: str
@@ -426,6 +218,11 @@ class EmbeddedSet:
     identity: dict | None
     decoded: int = 0
     cached: int = 0
+    pieces: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.pieces is not None and len(self.pieces) != len(self.names):
+            raise ValueError(f"{self.source}: {len(self.pieces)} piece names for {len(self.names)} entries")
 
     @property
     def num_files(self) -> int:
@@ -435,14 +232,31 @@ class EmbeddedSet:
     def num_embeddings(self) -> int:
         return int(sum(e.shape[0] for e in self.embeddings))
 
+    @property
+    def piece_of_entry(self) -> list[str]:
+        """The piece of every entry (its name when no pieces were given)."""
+        return list(self.names) if self.pieces is None else list(self.pieces)
+
+    @property
+    def num_pieces(self) -> int:
+        return len(set(self.piece_of_entry))
+
     def stacked(self) -> np.ndarray:
         """All embeddings (N, d) float64."""
         return np.concatenate([np.asarray(e, dtype=np.float64) for e in self.embeddings])
+
+    def by_piece(self) -> list[np.ndarray]:
+        """One (n_p, d) float64 array per piece, its entries' embeddings in order; pieces in order of first entry."""
+        groups: dict[str, list[np.ndarray]] = {}
+        for piece, embeddings in zip(self.piece_of_entry, self.embeddings, strict=True):
+            groups.setdefault(piece, []).append(np.asarray(embeddings, dtype=np.float64))
+        return [np.concatenate(arrays) for arrays in groups.values()]
 
     def summary(self) -> dict:
         return {
             "source": self.source,
             "files": self.num_files,
+            "pieces": self.num_pieces,
             "embeddings": self.num_embeddings,
             "decoded": self.decoded,
             "from_cache": self.cached,
@@ -649,9 +463,18 @@ def embed_files(
 
 
 def embed_arrays(
-    clips: Sequence[np.ndarray], sample_rate: int, embedder: Embedder, source: str = "", progress: bool = False
+    clips: Sequence[np.ndarray],
+    sample_rate: int,
+    embedder: Embedder,
+    source: str = "",
+    progress: bool = False,
+    pieces: Sequence[str] | None = None,
 ) -> EmbeddedSet:
-    """Embed in-memory mono clips (resampled to ``embedder.sample_rate`` with soxr HQ)."""
+    """Embed in-memory mono clips (resampled to ``embedder.sample_rate`` with soxr HQ).
+
+    Args:
+        pieces: the piece each clip was cut from (clips of one piece share it); None: each clip its own.
+    """
     from tqdm import tqdm
 
     from audiogen.audio import resample
@@ -669,6 +492,7 @@ def embed_arrays(
         embeddings=embeddings,
         identity=embedder.identity(),
         decoded=len(clips),
+        pieces=None if pieces is None else list(pieces),
     )
 
 
@@ -699,7 +523,10 @@ def save_npz(embedded: EmbeddedSet, out: str | Path) -> dict[str, str]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {key: np.asarray(e, dtype=np.float32) for key, e in zip(keys, embedded.embeddings, strict=True)}
-    meta = json.dumps({"embedding": embedded.identity, "resampler": RESAMPLER, "files": keys}, indent=2) + "\n"
+    meta_data: dict[str, Any] = {"embedding": embedded.identity, "resampler": RESAMPLER, "files": keys}
+    if embedded.pieces is not None:  # only when clips share pieces: otherwise every file is its own
+        meta_data["pieces"] = dict(zip(keys, embedded.pieces, strict=True))
+    meta = json.dumps(meta_data, indent=2) + "\n"
     meta_path = npz_metadata_path(out)
     # both are written in full before either is renamed, so a full disk leaves neither half-done
     staged = [(write_temporary(out, lambda handle: np.savez(handle, **arrays), ".npz.part"), out)]
@@ -732,118 +559,14 @@ def load_npz(path: str | Path) -> EmbeddedSet:
         raise ValueError(
             f"{path}: every array must be (n_patches, d) with one d, got shapes {sorted({a.shape for a in arrays})}"
         )
-    identity = None
+    meta: dict = {}
     meta_path = npz_metadata_path(path)
     if meta_path.is_file():
         try:
-            identity = json.loads(meta_path.read_text()).get("embedding")
+            meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"{meta_path}: unreadable metadata ({err})") from err
-    return EmbeddedSet(source=str(path), names=names, embeddings=arrays, identity=identity)
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring
-
-
-def _comparable_identity(identity: dict | None) -> dict | None:
-    return None if identity is None else {k: v for k, v in identity.items() if k != "note"}
-
-
-def check_same_embedding(a: EmbeddedSet, b: EmbeddedSet) -> None:
-    """Refuse to compare sets embedded with different models, weights or framings."""
-    ia, ib = _comparable_identity(a.identity), _comparable_identity(b.identity)
-    if ia is not None and ib is not None and ia != ib:
-        diffs = [f"{k}: {ia.get(k)!r} vs {ib.get(k)!r}" for k in sorted(set(ia) | set(ib)) if ia.get(k) != ib.get(k)]
-        raise ValueError(f"{a.source} and {b.source} were embedded differently ({'; '.join(diffs)})")
-    dims = {e.shape[1] for e in a.embeddings + b.embeddings}
-    if len(dims) != 1:
-        raise ValueError(f"{a.source} and {b.source} have different embedding sizes {sorted(dims)}")
-
-
-def check_score_settings(n_bootstrap: int, level: float, fad_inf_steps: int) -> None:
-    """Refuse settings that cannot give an interval or a FAD∞ fit, before any work."""
-    if n_bootstrap < 2:
-        raise ValueError(f"n_bootstrap: a bootstrap interval needs at least 2 draws, got {n_bootstrap}")
-    if not 0 < level < 1:
-        raise ValueError(f"level: an interval's coverage must be between 0 and 1 (exclusive), got {level}")
-    if fad_inf_steps < 3:
-        raise ValueError(f"fad_inf_steps: FAD∞ fits a line to at least 3 subset sizes, got {fad_inf_steps}")
-
-
-def _small_matrix_blas(dim: int):
-    """Single-threaded BLAS/LAPACK for small matrices (d <= 512), when threadpoolctl is present.
-
-    A 128x128 ``eigh`` takes ~4 ms on one thread but 20-150 ms when OpenBLAS spreads it over
-    threads that compete with torch's OpenMP pool; the bootstrap calls it hundreds of times.
-    """
-    from contextlib import nullcontext
-
-    if dim > 512:
-        return nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: only speed depends on it
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def score_sets(
-    background: EmbeddedSet,
-    evaluation: EmbeddedSet,
-    n_bootstrap: int = 200,
-    level: float = 0.95,
-    fad_inf_steps: int = 25,
-    seed: int = 0,
-) -> dict:
-    """FAD, its bootstrap interval and FAD∞ between two embedded sets, as a JSON-ready report.
-
-    Raises:
-        ValueError: the sets were embedded differently or are too small, or a setting is out of
-            range (``n_bootstrap`` < 2, ``level`` outside (0, 1), ``fad_inf_steps`` < 3).
-    """
-    check_score_settings(n_bootstrap, level, fad_inf_steps)
-    check_same_embedding(background, evaluation)
-    identity = background.identity or evaluation.identity or {"model": "unknown"}
-    bg, ev = background.stacked(), evaluation.stacked()
-    dim = bg.shape[1]
-    warnings = []
-    for label, x in (("background", bg), ("eval", ev)):
-        if x.shape[0] < 2:
-            raise ValueError(f"the {label} set has {x.shape[0]} embedding(s); FAD needs at least 2")
-        if x.shape[0] <= dim:
-            warnings.append(
-                f"{label} has {x.shape[0]} embeddings for {dim} dimensions: its covariance is singular; "
-                "FAD is finite but strongly biased upward (use more audio)"
-            )
-    with _small_matrix_blas(dim):
-        value = fad_from_embeddings(bg, ev)
-        boot = bootstrap_fad(background.embeddings, evaluation.embeddings, n=n_bootstrap, level=level, seed=seed)
-        try:
-            inf = fad_inf(bg, ev, steps=fad_inf_steps, seed=seed)
-            inf_value, inf_fit = inf.value, inf.to_dict()
-        except ValueError as err:
-            inf_value, inf_fit = None, {"error": str(err)}
-            warnings.append(str(err))
-    comparable = bool(identity.get("comparable_to_published", False))
-    if not comparable:
-        warnings.append(
-            NOT_COMPARABLE_NOTE if identity.get("model") == "mel" else "embedding model unknown (npz without metadata)"
-        )
-    return {
-        "fad": value,
-        "fad_ci": [boot.low, boot.high],
-        "fad_ci_level": level,
-        "bootstrap": boot.to_dict(),
-        "fad_inf": inf_value,
-        "fad_inf_fit": inf_fit,
-        "background": background.summary(),
-        "eval": evaluation.summary(),
-        "embedding_model": identity.get("model"),
-        "weights_sha256": identity.get("weights_sha256"),
-        "framing": identity.get("framing"),
-        "resampler": RESAMPLER,
-        "embedding": identity,
-        "comparable_to_published_fad": comparable,
-        "warnings": warnings,
-    }
+    piece_of_key = meta.get("pieces") or {}
+    pieces = [str(piece_of_key.get(k, k)) for k in names] if piece_of_key else None
+    return EmbeddedSet(source=str(path), names=names, embeddings=arrays, identity=meta.get("embedding"),
+                       pieces=pieces)
