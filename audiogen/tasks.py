@@ -30,7 +30,7 @@ from audiogen.config import ConfigError, from_dict, load_config, to_dict
 from audiogen.frontend import FrontendConfig, MelFrontend, check_same_frontend
 from audiogen.training import OptimConfig, StepContext, Task, TrainConfig, ValContext
 
-TASKS = ("vocoder", "vae", "prior")
+TASKS = ("vocoder", "vae", "prior", "transcriber")  # transcriber: audiogen.transcriber_task
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class TrainerConfig:
     vocoder_dir: str | None = None  # vae/prior tasks: vocoder for validation audio (else Griffin-Lim)
     vae_model: dict[str, Any] | None = None  # prior task: filled from vae_dir so exports are self-contained
     init_from: str | None = None  # fine-tuning: start the trained network from this exported model folder
+    midi_dir: str | None = None  # transcriber task: the MAESTRO-layout folder with each piece's MIDI (note labels)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -378,7 +379,7 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
 
     from audiogen.cli import one_line_errors
 
-    prog = "train_vocoder.py" if default_task == "vocoder" else "train_spec.py"
+    prog = {"vocoder": "train_vocoder.py", "transcriber": "train_transcriber.py"}.get(default_task, "train_spec.py")
     parser = argparse.ArgumentParser(
         prog=prog,
         description=f"Train the {default_task} (run with `accelerate launch`, or plain python for one process). "
@@ -403,7 +404,7 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-config-change", action="store_true",
                         help="with --resume: accept other differences from the run's config.yaml too (each "
                              f"change is recorded in RUN/{CHANGES_NAME})")
-    if default_task != "vocoder":
+    if default_task in ("vae", "prior"):
         parser.add_argument("--stage", choices=["vae", "prior"], help="override the config's task")
     parser.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     parser.set_defaults(prog=prog)
@@ -417,6 +418,10 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
 
     def run() -> int:
         config = load_trainer_config(args.config, overrides)
+        if (default_task == "transcriber") != (config.task == "transcriber"):
+            owner = {"transcriber": "train_transcriber.py", "vocoder": "train_vocoder.py"}.get(config.task,
+                                                                                            "train_spec.py")
+            raise ConfigError(f"{args.config}: task {config.task!r} belongs to {owner}")
         if default_task == "vocoder" and config.task != "vocoder":
             raise ConfigError(f"{args.config}: task {config.task!r} belongs to train_spec.py")
         if default_task != "vocoder" and config.task == "vocoder":
@@ -563,6 +568,8 @@ def _synthetic_batch(config: TrainerConfig, device: torch.device) -> Any:
         if config.task == "vocoder":
             audio = 0.1 * torch.randn(1, frames * config.frontend.hop_length, generator=noise)
             batch["audio"] = audio.to(device)
+        if config.task == "transcriber":
+            batch.update({k: torch.zeros(1, 88, frames, device=device) for k in ("onset", "frame", "velocity")})
         return batch
 
     return make
@@ -666,7 +673,10 @@ def _train_locked(config: TrainerConfig, args: Any, accelerator: Any, cache: Any
     from audiogen.training import train
 
     mixed = accelerator.mixed_precision
-    task_cls = {"vocoder": VocoderTask, "vae": SpecVAETask, "prior": PriorTask}[config.task]
+    from audiogen.transcriber_task import TranscriberTask
+
+    task_cls = {"vocoder": VocoderTask, "vae": SpecVAETask, "prior": PriorTask,
+                "transcriber": TranscriberTask}[config.task]
     # The initial weights come from train.seed: torch seeds its generator at random in each new
     # process, so without this two runs of one config (or a run and its reference) differ.
     torch.manual_seed(config.train.seed)
@@ -679,7 +689,7 @@ def _train_locked(config: TrainerConfig, args: Any, accelerator: Any, cache: Any
         init_from_export(task, config)  # a resumed run takes its own checkpoint's weights
     frames = config.train.segment_frames
     multiple = 1
-    if config.task != "vocoder":
+    if config.task in ("vae", "prior"):
         multiple = task.networks.get("vae", getattr(task, "vae", None)).time_ratio
         frames = max(multiple, frames // multiple * multiple)
     _check_data(config, cache, args.data, frames)
@@ -687,6 +697,8 @@ def _train_locked(config: TrainerConfig, args: Any, accelerator: Any, cache: Any
     # the starting weights are history (provenance records them), not part of the model: an
     # export's config must stay usable as a config after that folder is gone
     resolved["init_from"] = None
+    if config.midi_dir is None:  # runs made before the field existed resume with their config.yaml unchanged
+        resolved.pop("midi_dir")
     if config.task == "prior":
         resolved["vae_model"] = to_dict(task.vae_config)
     changes = _decided_by_main(accelerator, lambda: _check_resume_config(run_dir, resolved, args.allow_config_change)
@@ -703,6 +715,8 @@ def _train_locked(config: TrainerConfig, args: Any, accelerator: Any, cache: Any
     val_set = FullPieceDataset(args.data, "validation",
                                max_frames=int(config.train.val_seconds * config.frontend.frame_rate))
     val_items = [val_set[i] for i in range(min(len(val_set), config.train.val_pieces))]
+    if config.task == "transcriber":  # windows and excerpts with note labels from each piece's MIDI
+        dataset, val_items = task.make_data(args.data, frames, val_items)
     provenance = {
         "task": config.task,
         "data": str(Path(args.data).resolve()),

@@ -31,6 +31,7 @@ SUBCOMMANDS = {  # name: ("module:function", what it does, in one line)
     "app": ("audiogen.cli.app:main", "a browser page to generate, vary, morph and encode (needs the app extra)"),
     "info": ("audiogen.cli.info:main", "print a generated clip's provenance: seed, models, how to make it again"),
     "listen": ("audiogen.cli.listen:main", "serve a blind listening test of real and generated clips; report MOS"),
+    "transcribe": ("audiogen.cli.transcribe:main", "transcribe piano audio to MIDI files with the bundled transcriber"),
     "export-onnx": ("audiogen.cli.export_onnx:main", "write the vocoder and the VAE and prior stages as ONNX graphs"),
 }
 
