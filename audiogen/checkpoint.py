@@ -102,14 +102,20 @@ def export_model(
 
 
 def read_model_dir(model_dir: str | Path, names: list[str]) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Read a model folder: (config dict, {name: state_dict}) for the networks asked for."""
+    """Read a model folder: (config dict, {name: state_dict}) for the networks asked for.
+
+    Raises:
+        CheckpointError: a missing folder, config.yaml or weights file, or a config.yaml that is
+            not the mapping an export writes (not YAML, empty, a list, an unknown top-level key);
+            one line that names the file.
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: model folder not found")
     config_path = model_dir / "config.yaml"
     if not config_path.exists():
         raise CheckpointError(f"{model_dir}: no config.yaml (not an audiogen model folder)")
-    config = yaml.safe_load(config_path.read_text()) or {}
+    config = _read_model_config(config_path)
     states = {}
     for name in names:
         path = model_dir / f"{name}.safetensors"
@@ -118,6 +124,36 @@ def read_model_dir(model_dir: str | Path, names: list[str]) -> tuple[dict[str, A
             raise CheckpointError(f"{model_dir}: no {name}.safetensors (this folder holds {present or 'no weights'})")
         states[name] = load_state_dict(path)
     return config, states
+
+
+def _read_model_config(path: Path) -> dict[str, Any]:
+    """The mapping in a model folder's config.yaml: a resolved trainer config, as exported."""
+    import dataclasses
+
+    from audiogen.tasks import TrainerConfig  # what an export writes (imported here: tasks imports this module)
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a text file (an exported config.yaml is YAML)") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        reason = getattr(err, "problem", None) or type(err).__name__
+        raise CheckpointError(f"{path}: not valid YAML ({where}{reason})") from None
+    if config is None:
+        raise CheckpointError(f"{path}: empty (an exported config.yaml holds the frontend and model of its weights)")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a mapping at the top level, got a {type(config).__name__}")
+    known = [field.name for field in dataclasses.fields(TrainerConfig)]
+    unknown = sorted(str(key) for key in config if key not in known)
+    if unknown:
+        raise CheckpointError(f"{path}: unknown top-level key(s) {unknown}; known: {known}")
+    return config
 
 
 def read_provenance(model_dir: str | Path) -> dict[str, Any]:

@@ -5,7 +5,9 @@ the latents before it; the VAE decodes them with overlap; the vocoder turns mel 
 audio with overlap. Nothing holds the whole clip, so 10 minutes cost the memory of a few
 seconds, and the pieces join without seams because every stage carries context across chunk
 boundaries. Writing to a file takes two streaming passes (float32 scratch file, then the
-peak-normalised 16-bit output), so the level is set on the whole clip, not per chunk.
+peak-normalised 16-bit output), so the level is set on the whole clip, not per chunk. The
+scratch file has no name (an unlinked file in the system temp folder, ``$TMPDIR`` or /tmp), so
+no exit, not even a SIGKILL, leaves it behind; the output appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -53,17 +54,20 @@ def load_vocoder(model_dir: str | Path, frontend: FrontendConfig | None = None, 
     """Load an exported vocoder for inference (weight norm folded away, eval mode).
 
     Raises:
-        CheckpointError: missing or incomplete folder.
+        CheckpointError: missing or incomplete folder, a config.yaml that describes another
+            network than the weights hold.
         FrontendMismatchError: the vocoder was trained for another frontend than ``frontend``.
     """
     from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
 
     config, states = read_model_dir(model_dir, ["vocoder"])
-    found = frontend_of_model_config(config, str(model_dir))
+    where = str(Path(model_dir) / "config.yaml")
+    found = frontend_of_model_config(config, where)
     if frontend is not None:
         check_same_frontend(frontend, found, f"vocoder {model_dir}")
-    vocoder = build_vocoder(vocoder_config_from_dict(config.get("model") or {}), found)
-    vocoder.load_state_dict(states["vocoder"])
+    model = _model_section(config, "model", where)
+    vocoder = _build(where, lambda: build_vocoder(vocoder_config_from_dict(model), found))
+    load_weights(vocoder, states["vocoder"], Path(model_dir) / "vocoder.safetensors")
     vocoder.remove_weight_norm()
     return vocoder.eval().to(device)
 
@@ -73,13 +77,15 @@ def load_vae(model_dir: str | Path, frontend: FrontendConfig | None = None, devi
     from audiogen.spec import SpecVAE, SpecVAEConfig
 
     config, states = read_model_dir(model_dir, ["vae"])
-    found = frontend_of_model_config(config, str(model_dir))
+    where = str(Path(model_dir) / "config.yaml")
+    found = frontend_of_model_config(config, where)
     if frontend is not None:
         check_same_frontend(frontend, found, f"model {model_dir}")
-    vae_model = config.get("vae_model") or config.get("model") or {}
-    vae_config = from_dict(SpecVAEConfig, vae_model, f"{model_dir}: model")
-    vae = SpecVAE.from_config(vae_config, found)
-    vae.load_state_dict(states["vae"])
+    # a prior's export carries its VAE's settings as vae_model
+    section = "vae_model" if isinstance(config.get("vae_model"), dict) else "model"
+    vae_config = from_dict(SpecVAEConfig, _model_section(config, section, where), f"{where}: {section}")
+    vae = _build(where, lambda: SpecVAE.from_config(vae_config, found))
+    load_weights(vae, states["vae"], Path(model_dir) / "vae.safetensors")
     return vae.eval().to(device), vae_config
 
 
@@ -88,9 +94,59 @@ def load_prior(model_dir: str | Path, latent_dim: int, device: str | torch.devic
     from audiogen.priors import build_prior
 
     config, states = read_model_dir(model_dir, ["prior"])
-    prior = build_prior(config.get("model") or {}, latent_dim, f"{model_dir}: model")
-    prior.load_state_dict(states["prior"])
+    where = str(Path(model_dir) / "config.yaml")
+    model = _model_section(config, "model", where)
+    prior = _build(where, lambda: build_prior(model, latent_dim, f"{where}: model"))
+    load_weights(prior, states["prior"], Path(model_dir) / "prior.safetensors")
     return prior.eval().to(device)
+
+
+def _model_section(config: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    if key not in config:
+        raise CheckpointError(f"{where}: no {key} section (an exported config.yaml describes its network there)")
+    section = config[key]
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{where}: {key} must be a mapping that describes the network, got {section!r}")
+    return section
+
+
+def _build(where: str, make: Any) -> Any:
+    """Build a network from a config.yaml's settings, naming the file when they make none."""
+    from audiogen.config import ConfigError
+
+    try:
+        return make()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as err:  # e.g. a negative size from torch
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{where}: its model settings build no network ({reason})") from None
+
+
+def load_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load a weights file into the network its folder's config.yaml describes.
+
+    Raises:
+        CheckpointError: naming ``path``: the weights of another network (keys missing or
+            unexpected), tensors of other shapes than config.yaml makes, or NaN/Inf weights.
+    """
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    config_path = path.with_name("config.yaml")
+    if missing or unexpected:
+        parts = [f"{len(keys)} {what} such as {keys[0]!r}" for keys, what in
+                 ((missing, "missing"), (unexpected, "unexpected")) if keys]
+        raise CheckpointError(f"{path}: not the weights of the network {config_path} describes "
+                              f"({', '.join(parts)}); another model's weights?")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(tensor.shape)}, but {config_path} makes it "
+                f"{tuple(expected[key].shape)}: the weights and config.yaml are of different models")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: {key} holds NaN or Inf values")
+    network.load_state_dict(state)
 
 
 @dataclass
@@ -124,7 +180,7 @@ class Generator:
         """
         cfg = self.frontend.config
         ratio = self.vae.time_ratio
-        latent_frames = math.ceil((samples / cfg.hop_length + 1) / ratio) + 1
+        latent_frames = self.latent_frames(samples)
         # equal chunks no longer than chunk_seconds: the prior samples whole chunks, and a last
         # short chunk would waste most of a full one (what is sampled does not depend on this)
         longest = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
@@ -134,6 +190,25 @@ class Generator:
         if prefix is not None:
             sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
         return _take(sampled, latent_frames)
+
+    def latent_frames(self, samples: int) -> int:
+        """Latent frames a clip of ``samples`` audio samples is decoded from (what :meth:`latents` yields)."""
+        return math.ceil((samples / self.frontend.config.hop_length + 1) / self.vae.time_ratio) + 1
+
+    def like_seconds(self, samples: int) -> float:
+        """How much of a ``--like`` clip a clip of ``samples`` samples uses, in seconds.
+
+        The clip starts with (a variation of) the other clip's first latent frames; those
+        depend on the audio under them plus the encoder's reach and one STFT window, and a
+        little more for the resampler's filter. Reading only this much of a long file gives
+        the same latents as reading all of it (up to float rounding at the far edge of the
+        margin, which the clip does not use).
+        """
+        from audiogen.latents import encoder_reach
+
+        cfg = self.frontend.config
+        mel_frames = (self.latent_frames(samples) + 1) * self.vae.time_ratio + encoder_reach(self.vae)
+        return (mel_frames * cfg.hop_length + cfg.n_fft) / cfg.sample_rate + 0.5
 
     def mels(self, latents: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks."""
@@ -239,51 +314,50 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
 
 
 def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, sample_rate: int,
-               progress: Any = None) -> dict[str, float]:
+               progress: Any = None, force: bool = True) -> dict[str, float]:
     """Stream chunks to a WAV/FLAC file (or binary stream), peak-normalised to -1 dBFS.
 
     Two passes in bounded memory: chunks go to a float32 scratch file while the peak is
-    tracked, then are read back block by block, scaled and encoded as 16-bit PCM.
+    tracked, then are read back block by block, scaled and encoded as 16-bit PCM. The scratch
+    file is unnamed, in the system temp folder (``tempfile.TemporaryFile``: ``$TMPDIR``, else
+    /tmp; 4 bytes a sample, about 950 MB for 3 hours at 22,050 Hz), so the kernel frees it
+    however the process ends; a path is written with :func:`audiogen.audio.atomic_output`.
+
+    Args:
+        force: replace an existing file at ``target`` (else :class:`OutputExistsError`).
+
+    Raises:
+        ValueError: the model produced NaN/Inf samples (nothing is written).
+        OutputExistsError: ``target`` exists and ``force`` is false.
     """
     import soundfile as sf
 
-    from audiogen.audio import _format_for, publish_file
+    from audiogen.audio import _format_for, atomic_output
 
     is_path = isinstance(target, (str, Path))
     fmt = _format_for(target)[0] if is_path else "WAV"
-    scratch_dir = Path(target).parent if is_path else None
-    fd, scratch = tempfile.mkstemp(suffix=".f32", dir=scratch_dir)
     peak, count = 0.0, 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                if not np.isfinite(chunk).all():
-                    raise RuntimeError("the model produced NaN/Inf samples")
-                peak = max(peak, float(np.max(np.abs(chunk))) if chunk.size else 0.0)
-                handle.write(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
-                count += len(chunk)
-                if progress is not None:
-                    progress.update(len(chunk))
+    with tempfile.TemporaryFile(prefix="audiogen-scratch-", suffix=".f32") as scratch:
+        for chunk in chunks:
+            if not np.isfinite(chunk).all():
+                raise ValueError("the model produced NaN/Inf samples (are its weights trained?)")
+            peak = max(peak, float(np.max(np.abs(chunk))) if chunk.size else 0.0)
+            scratch.write(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
+            count += len(chunk)
+            if progress is not None:
+                progress.update(len(chunk))
         gain = TARGET_PEAK / peak if peak > 1e-6 else 1.0
-        raw = np.memmap(scratch, dtype=np.float32, mode="r", shape=(count,)) if count else np.zeros(0, np.float32)
+        scratch.seek(0)
         block = sample_rate * 10
-        # libsndfile seeks back to finish a WAV header, so streams (stdout) get a finished
-        # temporary file copied out; paths get an atomic rename.
-        fd_out, tmp_out = tempfile.mkstemp(dir=scratch_dir, suffix=".part")
-        os.close(fd_out)
-        try:
-            with sf.SoundFile(tmp_out, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format=fmt) as out:
-                for start in range(0, count, block):
-                    out.write(np.asarray(raw[start : start + block]) * gain)
-            if is_path:
-                publish_file(tmp_out, target)
-            else:
-                with open(tmp_out, "rb") as finished:
-                    shutil.copyfileobj(finished, target)
+        # libsndfile seeks back to finish a WAV header, so a stream (stdout) gets a finished
+        # unnamed temporary file copied out
+        with atomic_output(target, force=force) if is_path else tempfile.TemporaryFile() as finished:
+            with sf.SoundFile(finished, "w", samplerate=sample_rate, channels=1, subtype="PCM_16",
+                              format=fmt) as out:
+                for _ in range(0, count, block):
+                    out.write(np.frombuffer(scratch.read(4 * block), dtype=np.float32) * gain)
+            if not is_path:
+                finished.seek(0)
+                shutil.copyfileobj(finished, target)
                 target.flush()
-        finally:
-            Path(tmp_out).unlink(missing_ok=True)
-            del raw
-    finally:
-        Path(scratch).unlink(missing_ok=True)
     return {"samples": count, "peak_before": peak, "gain": gain}

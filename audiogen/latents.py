@@ -65,6 +65,21 @@ def decode_stream(
         yield window(start + pending.shape[-1])
 
 
+def encoder_reach(vae: SpecVAE) -> int:
+    """Mel frames beyond its own span that one latent frame's encoding can depend on, on either side.
+
+    An upper bound summed over the encoder's convolutions (each reaches ``(kernel - 1) ·
+    dilation`` frames at its input's rate): what a caller must read past the frames it keeps so
+    that their latents equal those of the whole clip.
+    """
+    reach, rate = 0, 1  # in mel frames; mel frames per frame at the current layer's input
+    for module in vae.encoder.modules():
+        if isinstance(module, torch.nn.Conv1d):
+            reach += (module.kernel_size[0] - 1) * module.dilation[0] * rate
+            rate *= module.stride[0]
+    return reach
+
+
 @torch.inference_mode()
 def encode_clip(vae: SpecVAE, mel: torch.Tensor) -> torch.Tensor:
     """The posterior means (1, D, ceil(F / time_ratio)) of a mel (n_mels, F) or (1, n_mels, F)."""
@@ -105,8 +120,10 @@ def variation(
     if amount == 0.0:
         return z.clone()
     if prior is None:
-        noise = torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
-        return math.sqrt(1.0 - amount**2) * z + amount * noise
+        # drawn frame by frame (L, D order), so frame t gets the same noise whatever L is: a clip
+        # varied from the first seconds of a file equals one varied from the whole file
+        noise = torch.randn((z.shape[0], z.shape[2], z.shape[1]), generator=generator).transpose(1, 2)
+        return math.sqrt(1.0 - amount**2) * z + amount * noise.to(z.device, z.dtype)
     state = prior.begin()
     noise = SamplingNoise(prior.latent_dim, generator)
     frames = []

@@ -3,47 +3,114 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 MAX_SECONDS = 3 * 3600  # longer requests are almost certainly a typo (and fill a disk)
 
 
+SCRATCH_NOTE = (
+    "Files: an output appears whole or not at all, and an existing one is replaced only with --force. "
+    "While a clip is made, its float32 samples wait in an unnamed scratch file in the system temp "
+    "folder ($TMPDIR, else /tmp; 4 bytes a sample: about 950 MB for 3 hours), which the system frees "
+    "however generate ends, even on SIGKILL. SIGTERM and Ctrl-C end it with status 130."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from audiogen.cli.arguments import OneLineParser  # usage errors in one line, like every refusal
+
+    p = OneLineParser(
         prog="generate",
         description="Generate piano music. Without options: 30 s from the bundled models to clip.wav.",
+        epilog=SCRATCH_NOTE,
     )
-    p.add_argument("--seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
+    p.add_argument("--seconds", type=float, default=30.0,
+                   help=f"clip length in seconds, at least one frame of the model (about 12 ms) and at most "
+                        f"{MAX_SECONDS} (default: %(default)g)")
     p.add_argument("--out", default="clip.wav",
-                   help="output file (.wav 16-bit, or .flac); '-' writes WAV to standard output; "
-                        "with --num, a pattern like 'take-{i}.wav' or a name that gets -000, -001, ...")
-    p.add_argument("--seed", type=int, help="random seed (same seed, same file); default: a fresh one, printed")
-    p.add_argument("--num", type=int, default=1, help="number of clips (default 1)")
+                   help="output file (.wav 16-bit, or .flac); '-' writes WAV to standard output (a reader that "
+                        "stops early, like `| head -c 100`, ends generate quietly with status 0); with --num, a "
+                        "pattern like 'take-{i}.wav' or 'take-{i:02d}.flac' ({i} is the clip's number; write {{ "
+                        "and }} for literal braces) or a name that gets -000, -001, ... (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="replace output files that exist (default: off: an existing file is refused)")
+    p.add_argument("--seed", type=int,
+                   help="random seed, same seed same file (default: a fresh one, printed); with --num, clip k "
+                        "gets seed + k")
+    p.add_argument("--num", type=int, default=1, help="number of clips, 1 to 10000 (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature: lower is calmer, higher busier (default 1.0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
-    p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage); default: bundled")
-    p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
-    p.add_argument("--like", help="an audio file to make a variation of (the clip continues from it)")
-    p.add_argument("--variation", type=float, default=0.3, help="how far from --like to move, 0..1 (default 0.3)")
+                   help="sampling temperature, 0 to 10: lower is calmer, higher busier (default: 1.0, the one "
+                        "the prior was trained at)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to run; auto takes CUDA when there is one (default: %(default)s)")
+    p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage) (default: the bundled one)")
+    p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py) (default: the bundled one)")
+    p.add_argument("--like",
+                   help="an audio file to make a variation of: the clip starts as a variation of its first "
+                        "seconds and continues from them; only the part the clip uses is read (default: none)")
+    p.add_argument("--variation", type=float, default=0.3,
+                   help="how far from --like to move, 0..1 (default: %(default)s)")
     p.add_argument("--threads", type=int,
                    help="CPU threads (default: OMP_NUM_THREADS when set, else all cores, or 1 when the load "
                         "average says the cores are busy)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: off: a bar for clips of 20 s "
+                                                        "or more)")
     return p
 
 
+TEMPLATE_FIELD = "i"
+
+
 def output_names(out: str, num: int) -> list[str]:
-    """The file name of each clip: ``out`` itself for one clip, else numbered names."""
+    """The file name of each clip: a pattern with ``{i}`` formatted per clip, else ``out`` itself
+    for one clip and numbered names (``-000``, ``-001``, ...) for several.
+
+    Raises:
+        ValueError: a pattern with braces that do not match, a field other than ``{i}``, a
+            format ``{i}`` cannot take, or names that repeat (one line, naming ``--out``).
+    """
+    if "{" in out or "}" in out:
+        names = _format_pattern(out, num)
+        if names is not None:
+            return names
+        out = out.replace("{{", "{").replace("}}", "}")  # only literal braces: a plain name
     if num == 1:
         return [out]
-    if "{i" in out:
-        return [out.format(i=i) for i in range(num)]
     path = Path(out)
     return [str(path.with_name(f"{path.stem}-{i:03d}{path.suffix or '.wav'}")) for i in range(num)]
+
+
+def _format_pattern(out: str, num: int) -> list[str] | None:
+    """``out`` formatted for clips 0 .. num-1, or None when it holds no field (only ``{{``/``}}``)."""
+    import string
+
+    hint = "write {i} for the clip's number, {{ and }} for literal braces"
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(out) if field is not None]
+    except ValueError as err:
+        raise ValueError(f"--out {out!r}: not a valid pattern ({err}); {hint}") from None
+    if not fields:
+        return None
+    for field in fields:
+        name = field.split(".")[0].split("[")[0]
+        if name != TEMPLATE_FIELD:
+            shown = "{" + field + "}"
+            raise ValueError(f"--out {out!r}: unknown field {shown}; {hint}")
+    try:
+        names = [out.format(i=i) for i in range(num)]
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
+        raise ValueError(f"--out {out!r}: not a valid pattern ({err}); {hint}") from None
+    if len(set(names)) < len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f"--out {out!r}: gives two clips the same name ({twice}); {hint}")
+    return names
 
 
 def default_threads() -> int:
@@ -85,11 +152,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--seconds {args.seconds:g} is over the limit of {MAX_SECONDS} s (3 hours)")
     if args.num < 1 or args.num > 10_000:
         raise ValueError(f"--num must be between 1 and 10000, got {args.num}")
-    if args.temperature is None:
-        from audiogen.generation import DEFAULT_TEMPERATURE
-
-        args.temperature = DEFAULT_TEMPERATURE
-    if not math.isfinite(args.temperature) or args.temperature < 0 or args.temperature > 10:
+    # (None: the generator's default, set when it is loaded; importing it here would load torch)
+    if args.temperature is not None and not (math.isfinite(args.temperature) and 0 <= args.temperature <= 10):
         raise ValueError(f"--temperature must be between 0 and 10, got {args.temperature}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
@@ -100,14 +164,45 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError("--out - writes one clip; use a file pattern with --num")
         return
     for name in output_names(args.out, args.num):
-        suffix = Path(name).suffix.lower()
-        if suffix not in (".wav", ".flac"):
-            raise ValueError(f"{name}: output must end in .wav or .flac")
-        parent = Path(name).parent
-        if not parent.is_dir():
-            raise ValueError(f"{name}: folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise ValueError(f"{name}: folder {parent} is not writable")
+        check_output(name, args.force, (".wav", ".flac"))
+
+
+def check_output(name: str, force: bool, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse an output name before any work: a suffix not in ``suffixes`` (None: any), a missing
+    or unwritable folder, a folder in its place, or a file that exists without ``force``
+    (ValueError, one line)."""
+    from audiogen.audio import OutputExistsError
+
+    if suffixes is not None and Path(name).suffix.lower() not in suffixes:
+        raise ValueError(f"{name}: output must end in {' or '.join(suffixes)}")
+    parent = Path(name).parent
+    if not parent.is_dir():
+        raise ValueError(f"{name}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{name}: folder {parent} is not writable")
+    if os.path.isdir(name):
+        raise ValueError(f"{name}: is a folder, not a file")
+    if os.path.lexists(name) and not force:
+        raise OutputExistsError(name)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while the block runs, so a terminated command unwinds
+    like Ctrl-C: every ``finally`` runs, nothing half-written stays, and the status is 130."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
-        check_arguments(args)
-        return _run(args)
+        with sigterm_as_interrupt():
+            check_arguments(args)
+            return _run(args)
 
     return one_line_errors("generate", run)
 
@@ -126,16 +222,21 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from audiogen.audio import load_audio
-    from audiogen.generation import load_generator, write_clip
+    from audiogen.generation import DEFAULT_TEMPERATURE, load_generator, write_clip
 
     generator = load_generator(args.model, args.vocoder, device=prepare_device(args.device, args.threads))
-    like_audio = load_audio(args.like, generator.sample_rate)[0] if args.like else None
+    if args.temperature is None:
+        args.temperature = DEFAULT_TEMPERATURE
+    total = int(round(args.seconds * generator.sample_rate))
+    check_length(total, generator, f"--seconds {args.seconds:g}")
+    # only the seconds of --like that the clip uses are read: a 3-hour file costs what 10 s do
+    like_audio = (load_audio(args.like, generator.sample_rate, seconds=generator.like_seconds(total))[0]
+                  if args.like else None)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log = sys.stderr
     if args.seed is None:
         print(f"seed {seed} (pass --seed {seed} to make the same clip again)", file=log)
     names = ["-"] if args.out == "-" else output_names(args.out, args.num)
-    total = int(round(args.seconds * generator.sample_rate))
     for index, name in enumerate(names):
         clip_seed = seed + index
         prefix = generator.variation_of(like_audio, args.variation, clip_seed) if like_audio is not None else None
@@ -143,10 +244,33 @@ def _run(args: argparse.Namespace) -> int:
         show = not args.quiet and args.seconds >= 20
         with tqdm(total=total, unit="sample", unit_scale=True, disable=not show, file=log,
                   desc=f"clip {index + 1}/{len(names)}", leave=False) as bar:
-            target = sys.stdout.buffer if name == "-" else name
-            write_clip(chunks, target, generator.sample_rate, progress=bar)
-        if name != "-":
-            print(f"wrote {name} ({args.seconds:g} s, {generator.sample_rate} Hz, seed {clip_seed})", file=log)
+            if name == "-":
+                return _write_to_stdout(chunks, generator.sample_rate, bar)
+            write_clip(chunks, name, generator.sample_rate, progress=bar, force=args.force)
+        print(f"wrote {name} ({args.seconds:g} s, {generator.sample_rate} Hz, seed {clip_seed})", file=log)
+    return 0
+
+
+def check_length(samples: int, generator: Any, what: str) -> None:
+    """Refuse a clip shorter than one frame of the model (it would be a WAV of no music);
+    ``what`` names the option or file in the message."""
+    hop = generator.frontend.config.hop_length
+    if samples < hop:
+        raise ValueError(f"{what} is shorter than one frame of the model "
+                         f"({hop} samples, {1000 * hop / generator.sample_rate:.1f} ms)")
+
+
+def _write_to_stdout(chunks: Any, sample_rate: int, bar: Any) -> int:
+    from audiogen.generation import write_clip
+
+    try:
+        write_clip(chunks, sys.stdout.buffer, sample_rate, progress=bar)
+    except BrokenPipeError:
+        # the reader stopped reading (`| head -c 100`): it took what it wanted, so no message and
+        # status 0; stdout goes to /dev/null so the interpreter's last flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 
