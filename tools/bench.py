@@ -604,7 +604,7 @@ _, status, usage = os.wait4(child.pid, 0)
 child.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
 with open(sys.argv[1], "w") as report:
     json.dump({"wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
-               "returncode": child.returncode}, report)
+               "cpu_s": usage.ru_utime + usage.ru_stime, "returncode": child.returncode}, report)
 sys.exit(min(abs(child.returncode), 255))
 """
 
@@ -626,10 +626,51 @@ def run_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return usage["wall_s"], usage["peak_rss_mb"]
 
 
+WAV_HEADER_BYTES = 44  # RIFF/WAVE header of a PCM stream; what comes after it is audio
+FIRST_AUDIO_BYTES = 4096  # "first audio": this many bytes of samples after the header (~0.09 s at 22 kHz)
+LOAD_PROBE = """
+import sys, time
+start = time.perf_counter()
+from audiogen.generation import load_generator
+load_generator(*(sys.argv[1:3] if len(sys.argv) > 2 else ()))
+print(time.perf_counter() - start)
+"""
+
+
+def time_to_first_audio(cmd: list[str], cwd: Path) -> float:
+    """Seconds from starting ``cmd`` (which writes a WAV to standard output) to its first audio bytes.
+
+    The process is stopped once they arrive (closing the pipe: ``generate`` ends quietly).
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    got = 0
+    try:
+        while got < WAV_HEADER_BYTES + FIRST_AUDIO_BYTES:
+            block = proc.stdout.read1(65536)
+            if not block:
+                raise RuntimeError(f"{' '.join(cmd)} ended before its first audio")
+            got += len(block)
+        return time.perf_counter() - start
+    finally:
+        proc.stdout.close()
+        proc.kill()
+        proc.wait()
+
+
+def time_to_load(models: list[str], cwd: Path) -> float:
+    """Seconds a fresh process takes to import audiogen and load the generator (no audio made)."""
+    args = [models[1], models[3]] if models else []
+    out = subprocess.run([sys.executable, "-c", LOAD_PROBE, *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def bench_generate(
     s: Settings, spec_dir: Path | None, vocoder_dir: Path | None, work: Path
 ) -> dict[str, Any]:
-    """Cold wall time (process start to file written) and peak memory of ``generate``."""
+    """Cold wall time (process start to file written), CPU time per wall second and peak memory of
+    ``generate``; and for ``--out -``, the time to its first audio beside the time a fresh process
+    takes to load the models (their difference: how soon sound follows the models being ready)."""
     out: dict[str, Any] = {"generate.load_avg": load_avg()}
     models = [] if spec_dir is None else ["--model", str(spec_dir), "--vocoder", str(vocoder_dir)]
 
@@ -642,6 +683,7 @@ def bench_generate(
             "--seed",
             "0",
             "--quiet",
+            "--force",  # each run replaces the last one's file
             "--out",
             str(target),
             *models,
@@ -651,17 +693,27 @@ def bench_generate(
     first_wall, _ = run_process(command(s.generate_lengths[0]), work)
     out["generate.first_process_wall_s"] = first_wall
     for seconds in s.generate_lengths:
-        walls, peaks = [], []
+        walls, peaks, cpus = [], [], []
         for _ in range(s.generate_runs):
-            wall, peak = run_process(command(seconds), work)
-            walls.append(wall)
-            peaks.append(peak)
+            usage, _ = run_launched(command(seconds), work)
+            walls.append(usage["wall_s"])
+            peaks.append(usage["peak_rss_mb"])
+            cpus.append(usage["cpu_s"] / usage["wall_s"])
         if not (work / f"generate-{seconds:g}s.wav").is_file():
             raise RuntimeError(f"generate --seconds {seconds:g} wrote no file")
         out |= summarize(f"generate.{seconds:g}s.wall_s", walls)
         out |= summarize(f"generate.{seconds:g}s.xrt", rates(seconds, walls))
         out |= summarize(f"generate.{seconds:g}s.peak_rss_mb", peaks)
+        out |= summarize(f"generate.{seconds:g}s.cpu_per_wall", cpus)
         print(f"  generate {seconds:g} s: {statistics.median(walls):.2f} s wall", file=sys.stderr)
+    stream = [*generate_command(), "--seconds", "600", "--seed", "0", "--quiet", "--out", "-", *models]
+    firsts, loads = [], []
+    for _ in range(s.generate_runs):  # alternated, so both see the same load on the machine
+        firsts.append(time_to_first_audio(stream, work))
+        loads.append(time_to_load(models, work))
+    out |= summarize("generate.stdout_first_audio_s", firsts)
+    out |= summarize("generate.load_s", loads)
+    out |= summarize("generate.first_audio_after_load_s", [f - lo for f, lo in zip(firsts, loads, strict=True)])
     out["generate.load_avg_end"] = load_avg()
     return out
 
@@ -1073,18 +1125,23 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [
             "#### `generate` (a new process each run: imports, loading, generation, file written)",
             "",
-            "| clip | wall s | × real time | peak RSS MB |",
-            "|---|---:|---:|---:|",
+            "| clip | wall s | × real time | CPU s per wall s | peak RSS MB |",
+            "|---|---:|---:|---:|---:|",
         ]
         for L in gen_lengths:
             lines.append(
                 f"| {L:g} s | {_spread(r, f'generate.{L:g}s.wall_s', 2)} | "
-                f"{_spread(r, f'generate.{L:g}s.xrt')} | {_spread(r, f'generate.{L:g}s.peak_rss_mb', 0)} |"
+                f"{_spread(r, f'generate.{L:g}s.xrt')} | {_spread(r, f'generate.{L:g}s.cpu_per_wall', 2)} | "
+                f"{_spread(r, f'generate.{L:g}s.peak_rss_mb', 0)} |"
             )
         lines += [
             "\nFirst process of the run (cold page cache): "
             f"{_get(r, 'generate.first_process_wall_s', '{:.2f}')} s; "
             f"load average {_get(r, 'generate.load_avg', '{:.1f}')}.",
+            "",
+            f"`generate --out -`: first audio {_spread(r, 'generate.stdout_first_audio_s', 2)} s after the process "
+            f"starts; a fresh process loads the models in {_spread(r, 'generate.load_s', 2)} s, so sound follows "
+            f"the models being ready by {_spread(r, 'generate.first_audio_after_load_s', 2)} s.",
             "",
         ]
     train_keys = [
