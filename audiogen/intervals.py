@@ -47,12 +47,20 @@ class BootstrapResult:
         return not self.low <= estimate <= self.high
 
 
-def resampling_units(pieces: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
-    """The groups a bootstrap draws: the pieces (n_p, d), or each embedding when there is one piece only."""
+@dataclass(frozen=True)
+class ResamplingUnits:
+    """What a bootstrap draws on one side: ``groups``, one (n_u, d) array per unit; ``unit``: what a unit is."""
+
+    groups: list[np.ndarray]
+    unit: str
+
+
+def resampling_units(pieces: Sequence[np.ndarray]) -> ResamplingUnits:
+    """The units a bootstrap draws: the pieces (n_p, d), or each embedding when there is one piece only."""
     arrays = [np.asarray(p, dtype=np.float64) for p in pieces if len(p)]
     if len(arrays) >= 2:
-        return arrays, PIECE
-    return [row[None, :] for row in np.concatenate(arrays)], EMBEDDING
+        return ResamplingUnits(arrays, PIECE)
+    return ResamplingUnits([row[None, :] for row in np.concatenate(arrays)], EMBEDDING)
 
 
 def weighted_stats(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +93,8 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]
 
 
 def bootstrap_distances(
-    background: Sequence[np.ndarray],
-    evaluation: Sequence[np.ndarray],
+    background: Sequence[np.ndarray] | ResamplingUnits,
+    evaluation: Sequence[np.ndarray] | ResamplingUnits,
     n: int = 200,
     level: float = 0.95,
     seed: int = 0,
@@ -95,12 +103,13 @@ def bootstrap_distances(
     """Bootstrap intervals of FAD (and of KAD when ``kernel_sums`` is given), resampling pieces.
 
     Args:
-        background, evaluation: one (n_p, d) array per piece.
+        background, evaluation: one (n_p, d) array per piece (a side of one piece resamples its
+            embeddings), or the :func:`resampling_units` of each side.
         n: bootstrap draws.
         level: coverage of the percentile interval.
         seed: ``np.random.default_rng(seed)``.
         kernel_sums: KAD's kernel sums over the same resampling units
-            (``PieceKernelSums.from_pieces`` of :func:`resampling_units` of each side).
+            (``PieceKernelSums.from_pieces`` of the ``groups`` of :func:`resampling_units` of each side).
 
     Returns:
         ``{"fad": ..., "kad": ...}`` (``"kad"`` only with ``kernel_sums``), from the same draws.
@@ -108,11 +117,11 @@ def bootstrap_distances(
     rng = np.random.default_rng(seed)
     sides = {}
     for label, pieces in (("background", background), ("eval", evaluation)):
-        units, unit = resampling_units(pieces)
-        x = np.concatenate(units)
+        units = pieces if isinstance(pieces, ResamplingUnits) else resampling_units(pieces)
+        x = np.concatenate(units.groups)
         # centring once keeps the weighted sums well conditioned; the mean is added back below
         mean = x.mean(axis=0)
-        sides[label] = (x - mean, mean, np.array([len(u) for u in units]), unit)
+        sides[label] = (x - mean, mean, np.array([len(g) for g in units.groups]), units.unit)
     if kernel_sums is not None and (len(kernel_sums.reference_sizes), len(kernel_sums.test_sizes)) != (
         len(sides["background"][2]), len(sides["eval"][2])):
         raise ValueError("kernel_sums were computed over other units than these sets' resampling units")

@@ -28,6 +28,12 @@ SINGULAR_COVARIANCE = "singular_covariance"
 ONE_PIECE = "one_piece"
 FLAGS = (INTERVAL_EXCLUDES_ESTIMATE, NEGATIVE_FAD_INF, SINGULAR_COVARIANCE, ONE_PIECE)
 METRIC_NAMES = {"fad": "FAD", "kad": "KAD"}
+INTERVAL_EXCLUSION_CAUSES = {
+    # a resample repeats pieces, so holds fewer distinct ones, and FAD grows as sets shrink
+    "fad": "FAD's upward bias in resamples (they repeat pieces) outweighs its spread, or there are too few "
+           "pieces for a bootstrap; the interval does not describe this estimate (compare FAD∞ and KAD)",
+    "kad": "too few pieces or embeddings for the bootstrap to describe it",
+}
 
 
 def _comparable_identity(identity: dict | None) -> dict | None:
@@ -97,7 +103,7 @@ def report_flags(report: dict) -> list[dict]:
         if not ci[0] <= value <= ci[1]:
             flags.append(_flag(INTERVAL_EXCLUDES_ESTIMATE, metric,
                                f"{name} {value:.4g} lies outside its own {level} interval {ci[0]:.4g}–{ci[1]:.4g}: "
-                               "too few pieces or embeddings for the bootstrap to describe it"))
+                               + INTERVAL_EXCLUSION_CAUSES[metric]))
     inf = report.get("fad_inf")
     if inf is not None and inf < 0:
         flags.append(_flag(NEGATIVE_FAD_INF, "fad_inf",
@@ -162,9 +168,8 @@ def score_sets(
             raise ValueError(f"the {label} set has {x.shape[0]} embedding(s); FAD needs at least 2")
     with _small_matrix_blas(dim):
         value = fad_from_embeddings(bg, ev)
-        bg_units, _ = resampling_units(background.by_piece())
-        ev_units, _ = resampling_units(evaluation.by_piece())
-        kernel_sums = PieceKernelSums.from_pieces(bg_units, ev_units)
+        bg_units, ev_units = resampling_units(background.by_piece()), resampling_units(evaluation.by_piece())
+        kernel_sums = PieceKernelSums.from_pieces(bg_units.groups, ev_units.groups)
         kad_value = kernel_sums.kad()
         boot = bootstrap_distances(bg_units, ev_units, n=n_bootstrap, level=level, seed=seed,
                                    kernel_sums=kernel_sums)

@@ -9,10 +9,18 @@ import scipy.linalg
 
 from audiogen import embeddings
 from audiogen.audio import AudioError, save_audio
-from audiogen.distances import embedding_stats, fad_from_embeddings, fad_inf, frechet_distance
+from audiogen.distances import (
+    PieceKernelSums,
+    embedding_stats,
+    fad_from_embeddings,
+    fad_inf,
+    frechet_distance,
+    kad,
+    median_bandwidth,
+)
 from audiogen.embeddings import EmbeddedSet, MelEmbedder, embed_files, list_audio_files, load_npz, save_npz
 from audiogen.intervals import bootstrap_distances, weighted_stats
-from audiogen.scoring import score_sets
+from audiogen.scoring import report_flags, score_sets
 
 
 def random_spd(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,6 +158,93 @@ def test_bootstrap_weights_equal_repeating_the_rows():
     np.testing.assert_allclose(sigma, np.cov(repeated, rowvar=False), atol=1e-12)
 
 
+def pieced_sets(correlated: bool, seed: int, pieces: int = 24, clips: int = 8, d: int = 4):
+    """Background and evaluation pieces of ``clips`` embeddings (d,): with ``correlated``, each piece's
+    clips share a random offset much larger than their own spread (as clips of one recording share its sound)."""
+    rng = np.random.default_rng(seed)
+
+    def side(shift: float) -> list[np.ndarray]:
+        spread = 0.2 if correlated else 1.0
+        return [(rng.standard_normal(d) if correlated else 0.0) + shift + spread * rng.standard_normal((clips, d))
+                for _ in range(pieces)]
+
+    return side(0.0), side(0.5)
+
+
+def interval_widths(background, evaluation, unit_is_piece: bool) -> dict[str, float]:
+    if not unit_is_piece:  # every clip its own piece: what resampling clips would give
+        background = [row[None, :] for piece in background for row in piece]
+        evaluation = [row[None, :] for piece in evaluation for row in piece]
+    x, y = np.concatenate(background), np.concatenate(evaluation)
+    sums = PieceKernelSums.from_pieces(background, evaluation, bandwidth=median_bandwidth(x))
+    results = bootstrap_distances(background, evaluation, n=150, seed=0, kernel_sums=sums)
+    assert sums.kad() == pytest.approx(kad(x, y), rel=1e-9)
+    return {metric: r.high - r.low for metric, r in results.items()}
+
+
+def test_piece_intervals_are_wider_when_the_clips_of_a_piece_are_alike():
+    by_piece = interval_widths(*pieced_sets(correlated=True, seed=9), unit_is_piece=True)
+    by_clip = interval_widths(*pieced_sets(correlated=True, seed=9), unit_is_piece=False)
+    for metric in ("fad", "kad"):
+        assert by_piece[metric] > 1.8 * by_clip[metric], (metric, by_piece, by_clip)
+
+
+def test_piece_and_clip_intervals_agree_when_the_clips_are_independent():
+    by_piece = interval_widths(*pieced_sets(correlated=False, seed=10), unit_is_piece=True)
+    by_clip = interval_widths(*pieced_sets(correlated=False, seed=10), unit_is_piece=False)
+    for metric in ("fad", "kad"):
+        assert 0.6 < by_piece[metric] / by_clip[metric] < 1.6, (metric, by_piece, by_clip)
+
+
+def test_score_sets_resamples_the_pieces_the_set_names():
+    # the clips of each file share a piece: the report resamples 6 pieces, not 24 clips
+    rng = np.random.default_rng(11)
+    identity = {"model": "mel", "framing": "torchvggish", "comparable_to_published": False}
+    clips = [rng.standard_normal((5, 3)) for _ in range(24)]
+    bg = EmbeddedSet("bg", [f"a{i}" for i in range(24)], clips, identity, pieces=[f"p{i // 4}" for i in range(24)])
+    ev = EmbeddedSet("ev", [f"b{i}" for i in range(24)], [c + 0.3 for c in clips], identity)
+    report = score_sets(bg, ev, n_bootstrap=20)
+    assert report["bootstrap"]["units"] == {"background": 6, "eval": 24}
+    assert report["bootstrap"]["unit"] == {"background": "piece", "eval": "piece"}
+    assert report["background"]["pieces"] == 6 and report["background"]["files"] == 24
+    assert report["kad"] == pytest.approx(kad(bg.stacked(), ev.stacked()), rel=1e-9)
+    assert report["kad_bandwidth"] == pytest.approx(median_bandwidth(bg.stacked()))
+    with pytest.raises(ValueError, match="2 piece names for 24 entries"):
+        EmbeddedSet("x", bg.names, clips, identity, pieces=["a", "b"])
+
+
+def flag_codes(report: dict) -> list[tuple[str, str]]:
+    return [(f["flag"], f["about"]) for f in report_flags(report)]
+
+
+def a_report(**changes) -> dict:
+    """A report that raises no flag, with ``changes`` applied (``side__key`` changes a side's summary)."""
+    report = {"fad": 2.0, "fad_ci": [1.5, 3.0], "kad": 0.5, "kad_ci": [0.2, 0.9], "fad_inf": 1.0, "dim": 8,
+              "bootstrap": {"level": 0.95, "unit": {"background": "piece", "eval": "piece"}},
+              "background": {"embeddings": 100}, "eval": {"embeddings": 50}}
+    for key, value in changes.items():
+        if "__" in key:
+            side, field = key.split("__")
+            report[side] = dict(report[side], **{field: value})
+        else:
+            report[key] = value
+    return report
+
+
+def test_each_flag_is_raised_by_its_condition_alone():
+    assert flag_codes(a_report()) == []
+    assert flag_codes(a_report(fad=1.2)) == [("interval_excludes_estimate", "fad")]
+    assert flag_codes(a_report(kad=1.0)) == [("interval_excludes_estimate", "kad")]
+    assert flag_codes(a_report(fad_inf=-0.1)) == [("negative_fad_inf", "fad_inf")]
+    assert flag_codes(a_report(fad_inf=None, kad_ci=[None, None])) == []  # nothing computed, nothing to flag
+    assert flag_codes(a_report(eval__embeddings=8)) == [("singular_covariance", "eval")]  # n <= d
+    assert flag_codes(a_report(eval__embeddings=9)) == []
+    one_piece = a_report(bootstrap={"level": 0.95, "unit": {"background": "embedding", "eval": "piece"}})
+    assert flag_codes(one_piece) == [("one_piece", "background")]
+    messages = [f["message"] for f in report_flags(a_report(fad=1.2, fad_inf=-0.25))]
+    assert "FAD 1.2 lies outside its own 95% interval 1.5–3" in messages[0] and "FAD∞ -0.25" in messages[1]
+
+
 def test_score_sets_report():
     rng = np.random.default_rng(8)
     identity = {"model": "mel", "framing": "torchvggish", "comparable_to_published": False}
@@ -275,6 +370,11 @@ def test_npz_round_trip(tmp_path, mel_embedder):
     assert loaded.identity == embedded.identity
     for name, arr in zip(loaded.names, loaded.embeddings, strict=True):
         np.testing.assert_array_equal(arr, embedded.embeddings[files.index(tmp_path / "set" / f"{name}.wav")])
+    # clips that share a piece keep it through the sidecar; files of a folder need none
+    assert loaded.pieces is None
+    clips = EmbeddedSet("c", ["c0", "c1", "c2"], [np.ones((1, 2))] * 3, None, pieces=["p", "p", "q"])
+    save_npz(clips, tmp_path / "clips.npz")
+    assert load_npz(tmp_path / "clips.npz").pieces == ["p", "p", "q"]
     dup = EmbeddedSet("x", ["a/x.wav", "b/x.flac"], [np.zeros((1, 2))] * 2, None)
     with pytest.raises(ValueError, match="same basename 'x'"):
         save_npz(dup, tmp_path / "dup.npz")

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import piano_like
 from test_tool_errors import assert_help_shows_defaults, refusal
 
 from audiogen.audio import RESAMPLER, save_audio
+from audiogen.distances import kad
 from audiogen.embeddings import EmbeddedSet, MelEmbedder, save_npz
+from audiogen.scoring import flag_label
 from audiogen.vggish import VGGish
 
 
@@ -106,12 +109,22 @@ def test_score_command_prints_json_last(workspace):
     assert scored.returncode == 0, scored.stderr
     report = last_json(scored.stdout)
     assert report == json.loads(out_json.read_text())
-    for key in ("fad", "fad_inf", "fad_ci", "embedding_model", "weights_sha256", "framing", "resampler"):
+    for key in ("fad", "fad_inf", "fad_ci", "kad", "kad_ci", "flags", "embedding_model", "weights_sha256", "framing",
+                "resampler"):
         assert key in report
     assert report["embedding_model"] == "mel" and report["resampler"] == RESAMPLER
     assert report["background"]["files"] == 6 and report["background"]["embeddings"] == 12
     assert report["eval"]["files"] == 5 and report["eval"]["embeddings"] == 10
     assert report["fad"] > 0 and report["fad_ci"][0] <= report["fad_ci"][1]
+    assert report["kad_ci"][0] <= report["kad_ci"][1]
+    assert f"KAD {report['kad']:.4f}" in scored.stdout  # printed, not only in the JSON
+    assert report["bootstrap"]["unit"] == {"background": "piece", "eval": "piece"}  # each file a piece
+    assert report["background"]["pieces"] == 6
+    # 12 and 10 mel embeddings of 160 dimensions: flagged on the console as in the JSON
+    assert [(f["flag"], f["about"]) for f in report["flags"]][-2:] == [("singular_covariance", "background"),
+                                                                        ("singular_covariance", "eval")]
+    for flag in report["flags"]:
+        assert f"flag ({flag['flag']}): {flag['message']}" in scored.stdout.splitlines()
     assert "NOT comparable to published FAD" in scored.stdout
     assert scored.stderr == ""  # no progress bars when stderr is not a terminal
 
@@ -284,8 +297,20 @@ def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, caps
     rows = {r["name"]: r for r in report["rows"]}
     assert rows["model"]["skipped"] == "no models here" and rows["vocoder"]["skipped"] == "no models here"
     assert rows["noise (ceiling)"]["fad"] > rows["real (floor)"]["fad"]
+    # the clips cut from one piece share it, copy-synthesis keeps it, and noise clips are each their own
+    real, noise = rows["real (floor)"], rows["noise (ceiling)"]
+    assert real["pieces"] < real["clips"]
+    assert real["bootstrap_unit"]["eval"] == ("piece" if real["pieces"] >= 2 else "embedding")
+    assert (real["pieces"] == 1) == (("one_piece", "eval") in {(f["flag"], f["about"]) for f in real["flags"]})
+    assert rows["griffin-lim"]["pieces"] == real["pieces"] and noise["pieces"] == noise["clips"]
     table = (tmp_path / "r1" / "fad_benchmark.md").read_text()
     assert "NOT comparable to published FAD" in table and "| model |" in table
+    assert "| KAD | 95% CI | flags |" in table and "bootstrap draws over pieces" in table
+    for row in (r for r in report["rows"] if not r.get("skipped")):  # every row's KAD and flags are in its line
+        line = next(t for t in table.splitlines() if t.startswith(f"| {row['name']} |"))
+        assert f"| {bench._fmt(row['kad'])} | {bench._interval(row['kad_ci'])} |" in line
+        assert all(flag_label(f) in line and f["message"] in table for f in row["flags"])
+    assert any(r.get("flags") for r in report["rows"])  # 4 clips of 160-d mel embeddings: singular, flagged
     assert (tmp_path / "r1" / "fad_benchmark.png").stat().st_size > 0
     assert (tmp_path / "r1" / "spectrograms.png").stat().st_size > 1000
 
@@ -502,4 +527,31 @@ def test_mel_fad_equals_the_distance_computed_by_hand(same_env, capsys):
     code, out, err = cli(["score", "--background", str(root / "real"), "--eval", str(root / "fake"), "--embedding",
                           "mel", "--bootstrap", "5", "--no-cache", "--quiet", "--workers", "1"], capsys)
     assert code == 0, err
-    assert last_json(out)["fad"] == pytest.approx(frechet_by_svd(by_hand["real"], by_hand["fake"]), rel=1e-6)
+    report = last_json(out)
+    assert report["fad"] == pytest.approx(frechet_by_svd(by_hand["real"], by_hand["fake"]), rel=1e-6)
+    assert report["kad"] == pytest.approx(kad(by_hand["real"], by_hand["fake"]), rel=1e-5)  # kad: see test_kad
+
+
+def test_one_file_a_set_is_flagged_on_the_console_and_in_the_json(tmp_path, capsys):
+    """The case of the issue: one performance a side gave FAD below its own interval and a negative FAD∞, unflagged.
+
+    Here 10 s of synthetic piano against the same notes backwards: the sets are alike, and tiny."""
+    performance = piano_like(10.0, 22050, seed=0)
+    for name, audio in (("first", performance), ("second", performance[::-1].copy())):
+        (tmp_path / name).mkdir()
+        save_audio(tmp_path / name / f"{name}.flac", audio, 22050)
+    code, out, err = cli(["score", "--background", str(tmp_path / "first"), "--eval", str(tmp_path / "second"),
+                          "--embedding", "mel", "--no-cache", "--quiet", "--workers", "1"], capsys)
+    assert code == 0, err
+    report = last_json(out)
+    codes = {(f["flag"], f["about"]) for f in report["flags"]}
+    assert {("singular_covariance", "background"), ("singular_covariance", "eval"), ("one_piece", "background"),
+            ("one_piece", "eval")} <= codes
+    assert report["bootstrap"]["unit"] == {"background": "embedding", "eval": "embedding"}
+    # whichever of the other two flags these numbers call for is raised, and printed
+    assert (("interval_excludes_estimate", "fad") in codes) == (not report["fad_ci"][0] <= report["fad"]
+                                                                <= report["fad_ci"][1])
+    assert (("negative_fad_inf", "fad_inf") in codes) == (report["fad_inf"] < 0)
+    assert ("interval_excludes_estimate", "fad") in codes and ("negative_fad_inf", "fad_inf") in codes
+    printed = out.splitlines()
+    assert all(f"flag ({f['flag']}): {f['message']}" in printed for f in report["flags"])

@@ -1,4 +1,4 @@
-"""FAD of the generator against real piano audio, with the baselines that give the number meaning.
+"""FAD and KAD of the generator against real piano audio, with the baselines that give the numbers meaning.
 
     python tools/fad_benchmark.py --reference DIR [--split test] [--model DIR --vocoder DIR]
         [--num 200 --seconds 10] [--embedding vggish|mel] [--long-seconds 60 --long-num 48] --out REPORT_DIR
@@ -18,6 +18,13 @@ row, and each row scores one evaluation set of up to ``--num`` clips against it:
 
 Clips that are (almost) all digital zero are left out of every set, the background included,
 and the report says how many: a handful of them moves FAD more than the music does.
+
+Every row gets FAD, FAD∞ and KAD (:mod:`audiogen.scoring`), with bootstrap intervals that
+resample **pieces**: the clips cut from one reference recording share its piece id (so do their
+Griffin-Lim, vocoder and VAE copies), while noise and generated clips are each their own piece.
+A row's flags (an interval that leaves out its estimate, a negative FAD∞, fewer embeddings than
+dimensions, a side of one piece) are printed as the row is scored, named in the table's last
+column and spelled out below the tables.
 
 Every row and the background also get **music descriptors** (:mod:`audiogen.descriptors`:
 chroma entropy, onsets per second, silent fraction, spectral flatness, tonal ratio, and the
@@ -281,7 +288,8 @@ def _fmt(value: float | None) -> str:
 def markdown_table(report: dict) -> str:
     emb = report["embedding"]
     lines = [
-        f"FAD against {report['reference']['background_clips']} background clips of {report['seconds']:g} s "
+        f"FAD and KAD against {report['reference']['background_clips']} background clips "
+        f"({report['reference'].get('background_pieces', '?')} pieces) of {report['seconds']:g} s "
         f"from `{report['reference']['path']}` ({report['reference']['selection']}; "
         f"{report['reference']['split']}).",
         "",
@@ -294,6 +302,9 @@ def markdown_table(report: dict) -> str:
     ]
     if not emb.get("comparable_to_published", False):
         lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**"]
+    lines += ["", "KAD: 100 × the unbiased MMD² under a Gaussian kernel whose width is the median distance "
+              "within the background (kadtk's choice); no Gaussian assumption, no growth with fewer clips; "
+              "near 0, and possibly slightly negative, when the sets match. Flags: see the list below the tables."]
     lines += [
         "",
         "| row | what it measures | clips | pieces | embeddings | FAD | 95% CI | FAD∞ | KAD | 95% CI | flags |",
