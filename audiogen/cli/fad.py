@@ -78,8 +78,9 @@ def _add_embedding_options(parser: argparse.ArgumentParser, defaults_from_npz: b
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
-        description="Fréchet Audio Distance on VGGish embeddings. Exit status: 0 done, 2 bad option or input "
-        "(named in one line), 3 the machine failed (disk full, out of memory, download failed), 130 interrupted.",
+        description="Fréchet and kernel audio distances (FAD, KAD) on audio embeddings. Exit status: 0 done, "
+        "2 bad option or input (named in one line), 3 the machine failed (disk full, out of memory, download "
+        "failed), 130 interrupted.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,score,download-weights}")
 
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_embedding_options(embed, defaults_from_npz=False)
 
-    score = sub.add_parser("score", help="FAD between a background and an evaluation set")
+    score = sub.add_parser("score", help="FAD, KAD and their intervals between a background and an evaluation set")
     score.add_argument("--background", required=True, help="folder, list file or .npz")
     score.add_argument("--eval", required=True, dest="evaluation", help="folder, list file or .npz")
     score.add_argument("--json", default=None, help="also write the result to this JSON file (default: stdout only)")
