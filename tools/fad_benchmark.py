@@ -28,7 +28,11 @@ column and spelled out below the tables.
 
 Every row and the background also get **music descriptors** (:mod:`audiogen.descriptors`:
 chroma entropy, onsets per second, silent fraction, spectral flatness, tonal ratio, and the
-Jensen-Shannon distance of the pitch-class histogram to the background's).
+Jensen-Shannon distance of the pitch-class histogram to the background's), and **music metrics
+through the transcriber** (:mod:`audiogen.music_metrics`; the bundled transcriber, or
+``--transcriber DIR``; ``--no-music-metrics`` leaves them out): notes per second, polyphony,
+pitch range, pitch-class histogram, inter-onset-interval entropy and velocity spread of the
+transcribed notes, and each row's distance to the background's with an interval over pieces.
 
 **Long form** (``--long-seconds 60``): ``--long-num`` clips of that length are generated, and as
 many real excerpts of that length are cut from B's pieces; each is cut into windows of
@@ -39,7 +43,7 @@ shows the first generated clips beside real excerpts on one colour scale.
 
 Rows that need the models are skipped, with the reason in the report, when the models (or
 ``audiogen.generation``) cannot be loaded. Writes ``fad_benchmark.md`` (tables),
-``fad_benchmark.json``, ``fad_benchmark.png`` (bar chart with bootstrap intervals) and
+``fad_benchmark.json``, ``fad_benchmark.png`` (FAD and KAD bars with their bootstrap intervals) and
 ``spectrograms.png`` (the first clip of every row) into ``--out``, plus a few clips of every
 row under ``clips/`` to listen to.
 
@@ -91,6 +95,7 @@ class Row:
     result: dict | None = None
     silent_dropped: int = 0
     descriptors: dict | None = None
+    music: dict | None = None  # audiogen.music_metrics.compare_sets against the background
 
 
 def reference_files(root: Path, split: str) -> tuple[list[Path], str]:
@@ -324,6 +329,10 @@ def markdown_table(report: dict) -> str:
     lines += ["", f"Digital silence left out: {dropped.get('background', 0)} background clips; per row "
               + ", ".join(f"{name} {n}" for name, n in row_dropped.items()) + "."]
     lines += ["", *descriptor_table(report)]
+    if report.get("background_music"):
+        from audiogen.music_metrics import music_table
+
+        lines += ["", *music_table(report["background_music"], report["rows"])]
     flagged = _flags_by_message([(r["name"], r.get("flags", [])) for r in report["rows"] if not r.get("skipped")])
     notes = [r for r in report["rows"] if r.get("skipped")]
     if notes or report["notes"] or flagged:
@@ -403,7 +412,17 @@ def long_form_table(long: dict) -> list[str]:
     return lines
 
 
+def _interval_bars(ax, names: list[str], values: np.ndarray, cis: list, colors: list[str]) -> None:
+    """Horizontal bars with their intervals as error bars (an interval that is n/a gets none)."""
+    low = np.array([np.nan if ci is None or ci[0] is None else ci[0] for ci in cis], dtype=float)
+    high = np.array([np.nan if ci is None or ci[1] is None else ci[1] for ci in cis], dtype=float)
+    # an interval may leave its estimate out (flagged): the bar is drawn from the estimate either way
+    errors = [np.nan_to_num(np.maximum(values - low, 0)), np.nan_to_num(np.maximum(high - values, 0))]
+    ax.barh(names, values, xerr=errors, color=colors, capsize=4)
+
+
 def bar_chart(report: dict, path: Path) -> None:
+    """FAD and KAD of every row, side by side, with their bootstrap intervals over pieces."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -411,24 +430,26 @@ def bar_chart(report: dict, path: Path) -> None:
 
     rows = [r for r in report["rows"] if not r.get("skipped")]
     names = [r["name"] for r in rows]
-    values = np.array([r["fad"] for r in rows])
-    low = values - np.array([r["fad_ci"][0] for r in rows])
-    high = np.array([r["fad_ci"][1] for r in rows]) - values
     colors = [
         "#d62728" if r["name"] == "model" else "#1f77b4" if "copy" in r["description"] else "#7f7f7f" for r in rows
     ]
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
-    ax.barh(names, values, xerr=[np.maximum(low, 0), np.maximum(high, 0)], color=colors, capsize=4)
-    ax.invert_yaxis()
+    fig, (fad_ax, kad_ax) = plt.subplots(1, 2, figsize=(11, 0.6 * len(rows) + 1.5), sharey=True)
+    values = np.array([r["fad"] for r in rows])
+    _interval_bars(fad_ax, names, values, [r["fad_ci"] for r in rows], colors)
     positive = values[values > 0]
     if positive.size and positive.max() / positive.min() > 50:
-        ax.set_xscale("log")
+        fad_ax.set_xscale("log")
+    _interval_bars(kad_ax, names, np.array([r["kad"] for r in rows]), [r["kad_ci"] for r in rows], colors)
+    fad_ax.invert_yaxis()  # rows top to bottom in table order (the axes share y: invert once)
+    kad_ax.axvline(0.0, color="black", linewidth=0.8)  # KAD is unbiased: a matching set sits near 0
     emb = report["embedding"]
-    title = f"FAD ({emb['model']}, {emb['framing']})"
+    title = f"{emb['model']}, {emb['framing']}"
     if not emb.get("comparable_to_published", False):
         title += " — not comparable to published FAD"
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(f"FAD (lower is closer to the reference); bars: {int(report['level'] * 100)}% bootstrap interval")
+    fig.suptitle(title, fontsize=10)
+    level = int(report["level"] * 100)
+    fad_ax.set_xlabel(f"FAD (lower is closer); bars: {level}% bootstrap interval over pieces")
+    kad_ax.set_xlabel(f"KAD (0: same distribution); bars: {level}% interval over pieces")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
@@ -479,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--long-num", type=int_at_least(2), default=48,
         help="long clips generated (and real excerpts) in long form (default: %(default)s)",
     )
+    p.add_argument("--transcriber", default=None,
+                   help="transcriber folder for the music metrics (default: the bundled one)")
+    p.add_argument("--no-music-metrics", action="store_true",
+                   help="leave out the music metrics through the transcriber (default: off: they are measured)")
     p.add_argument("--out", required=True, help="report folder")
     return p
 
@@ -632,13 +657,15 @@ def run(args: argparse.Namespace) -> dict:
     from audiogen.descriptors import compare_to_reference
     from audiogen.embeddings import embed_arrays, make_embedder
     from audiogen.frontend import FrontendConfig, MelFrontend
+    from audiogen.music_metrics import compare_sets, music_meter, set_summary
 
     files, selection = reference_files(Path(args.reference), args.split)  # a bad reference fails first
     if not files:
         raise ValueError(f"{args.reference}: no reference audio")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    embedder = make_embedder(args.embedding, weights=args.vggish_weights, framing=args.framing, device=args.device)
+    weights = args.transcriber if args.embedding == "transcriber" else args.vggish_weights
+    embedder = make_embedder(args.embedding, weights=weights, framing=args.framing, device=args.device)
     generator, model_note = load_models(args.model, args.vocoder, args.device)
     # the models' own frontend when they load (their sample rate and mel settings), on the CPU
     frontend = MelFrontend(generator.frontend.config if generator is not None else FrontendConfig())
@@ -682,6 +709,13 @@ def run(args: argparse.Namespace) -> dict:
     background_set = embed_arrays(background.clips, sample_rate, embedder, source="background", progress=True,
                                   pieces=background.pieces)
     background_descriptors = describe_set(background.clips, sample_rate, "background")
+    meter, music_note = (None, "--no-music-metrics") if args.no_music_metrics else music_meter(args.transcriber,
+                                                                                             args.device)
+    if music_note:
+        print(f"music metrics: left out ({music_note})", flush=True)
+    if meter is not None and meter.sample_rate != sample_rate:
+        raise ValueError(f"--transcriber {meter.model_dir}: made for {meter.sample_rate} Hz, clips are {sample_rate}")
+    background_music = meter.measure_clips(background.clips, "background") if meter else None
     for row in rows:
         if row.skipped:
             print(f"{row.name}: skipped ({row.skipped})", flush=True)
@@ -691,6 +725,9 @@ def run(args: argparse.Namespace) -> dict:
             continue
         row.result = score_row(background_set, row.clips, sample_rate, embedder, row.name, args)
         row.descriptors = describe_set(row.clips.clips, sample_rate, row.name)
+        if meter is not None:
+            row.music = compare_sets(meter.measure_clips(row.clips.clips, row.name), row.clips.pieces,
+                                     background_music, background.pieces, n_bootstrap=args.bootstrap, seed=args.seed)
         print(f"{row.name}: FAD {row.result['fad']:.4g} (FAD∞ {_fmt(row.result['fad_inf'])}), "
               f"KAD {row.result['kad']:.4g}", flush=True)
         print_flags(row.name, row.result)
@@ -718,6 +755,9 @@ def run(args: argparse.Namespace) -> dict:
         "bootstrap": args.bootstrap,
         "level": 0.95,
         "background_descriptors": background_descriptors,
+        "background_music": set_summary(background_music) if meter else None,
+        "transcriber": str(meter.model_dir) if meter else None,
+        "music_metrics_note": music_note,
         "rows": [
             {"name": r.name, "description": r.description, "skipped": r.skipped}
             if r.skipped
@@ -739,6 +779,7 @@ def run(args: argparse.Namespace) -> dict:
                 "warnings": r.result["warnings"],
                 "descriptors": r.descriptors,
                 "vs_reference": compare_to_reference(r.descriptors, background_descriptors),
+                "music": r.music,
             }
             for r in rows
         ],
