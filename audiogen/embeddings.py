@@ -131,6 +131,12 @@ def _mel_embedder(weights: str | Path | None, framing: str, device: str, batch_s
     return MelEmbedder(framing=framing, device=device, batch_size=batch_size)
 
 
+def _transcriber_embedder(weights: str | Path | None, framing: str, device: str, batch_size: int) -> Embedder:
+    from audiogen.transcriber_embedding import TranscriberEmbedder
+
+    return TranscriberEmbedder(weights, framing=framing, device=device)  # weights: a transcriber folder
+
+
 class EmbedderFactory(Protocol):
     """Builds one embedding by name; ``weights`` is that embedding's checkpoint (None: its default)."""
 
@@ -139,7 +145,8 @@ class EmbedderFactory(Protocol):
 
 # Every embedding the commands offer, by the name ``--embedding`` takes. A new one is one entry
 # here: a factory whose heavy imports happen inside it, so listing the names stays cheap.
-EMBEDDERS: dict[str, EmbedderFactory] = {"vggish": _vggish_embedder, "mel": _mel_embedder}
+EMBEDDERS: dict[str, EmbedderFactory] = {"vggish": _vggish_embedder, "mel": _mel_embedder,
+                                         "transcriber": _transcriber_embedder}
 
 
 def make_embedder(

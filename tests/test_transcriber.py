@@ -327,3 +327,35 @@ def test_transcriber_task_needs_midi_dir(midi_set, tmp_path, capsys):
     status = run_trainer("transcriber", ["--config", str(ROOT / "configs/transcriber/tiny.yaml"), "--data",
                                          str(cache), "--out", str(tmp_path / "run"), "--set", "midi_dir=null"])
     assert status == 2 and "needs midi_dir" in capsys.readouterr().err
+
+
+def _have_fluidsynth() -> bool:
+    from audiogen.demo_data import RenderError, find_fluidsynth, find_soundfont
+
+    try:
+        find_fluidsynth()
+        find_soundfont()
+    except RenderError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _have_fluidsynth(), reason="fluidsynth or a GM SoundFont not installed")
+def test_bundled_transcriber_finds_the_notes_of_a_fluidsynth_render(tmp_path):
+    from audiogen.demo_data import render_midi
+    from audiogen.transcriber import bundled_transcriber_dir
+
+    if not (bundled_transcriber_dir() / "transcriber.safetensors").is_file():
+        pytest.skip("no transcriber is bundled")
+    rng = np.random.default_rng(3)
+    onsets = np.round(np.cumsum(rng.uniform(0.12, 0.5, 24)), 3)
+    notes = Notes.of(onsets, onsets + rng.uniform(0.2, 0.6, 24), rng.integers(40, 90, 24), rng.integers(50, 110, 24))
+    data = midi_bytes(notes)
+    (tmp_path / "piece.mid").write_bytes(data)
+    render_midi(data, tmp_path / "piece.flac")
+    done = subprocess.run([sys.executable, "-m", "audiogen", "transcribe", str(tmp_path / "piece.flac"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found = read_midi_notes((tmp_path / "out" / "piece.mid").read_bytes())
+    scores = note_scores(rendered_notes(tmp_path / "piece.mid"), found)
+    assert scores["f1"] > 0.8, scores

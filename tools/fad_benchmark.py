@@ -500,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--long-num", type=int_at_least(2), default=48,
         help="long clips generated (and real excerpts) in long form (default: %(default)s)",
     )
-    p.add_argument("--transcriber", default=None,
-                   help="transcriber folder for the music metrics (default: the bundled one)")
+    p.add_argument("--transcriber", default=None, metavar="DIR",
+                   help="transcriber of the music metrics and --embedding transcriber (default: the bundled one)")
     p.add_argument("--no-music-metrics", action="store_true",
                    help="leave out the music metrics through the transcriber (default: off: they are measured)")
     p.add_argument("--out", required=True, help="report folder")

@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if skipped else EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return one_line_errors("audiogen transcribe", lambda: run(args))
+def main(argv: list[str] | None = None, prog: str = "audiogen transcribe") -> int:
+    args = build_parser(prog).parse_args(argv)
+    return one_line_errors(prog, lambda: run(args))
 
 
 if __name__ == "__main__":
