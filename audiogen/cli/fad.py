@@ -41,7 +41,9 @@ def _add_embedding_options(parser: argparse.ArgumentParser, defaults_from_npz: b
         "--embedding",
         choices=tuple(EMBEDDERS),
         default=None,
-        help="vggish: FAD as published; mel: weight-free, NOT comparable to published FAD" + hint % "vggish",
+        help="vggish: FAD as published; mel: weight-free; transcriber: the bundled piano transcriber's hidden "
+        "features (an embedding that hears notes); mel and transcriber are NOT comparable to published FAD"
+        + hint % "vggish",
     )
     parser.add_argument(
         "--vggish-weights",
