@@ -157,34 +157,8 @@ class Generator:
         if not _is_number(chunk_seconds) or not 0 < chunk_seconds <= 60:
             raise ValueError(f"chunk_seconds must be a number in (0, 60], got {chunk_seconds!r}")
         self._need_prior("stream")
-        seed = self._seed(seed)
-        if seconds is None:
-            frames = max(1, round(chunk_seconds * self.sample_rate / self.samples_per_latent))
-            latents = self.pipeline.prior.sample_stream(frames, temperature, torch.Generator().manual_seed(seed))
-            return self._play(latents, None, chunk_seconds)
-        samples = int(round(seconds * self.sample_rate))
-        return self._play(self.pipeline.latents(samples, seed, temperature, chunk_seconds=chunk_seconds),
-                          samples, chunk_seconds)
-
-    @torch.inference_mode()
-    def _play(self, latents: Iterator[torch.Tensor], samples: int | None, chunk_seconds: float) -> Iterator[np.ndarray]:
-        """Audio pieces as the latents arrive: :meth:`audiogen.generation.Generator.render` with the
-        vocoder's chunks cut to ``chunk_seconds`` (its default, 12 s, would hold the first audio back
-        until 12 s are made; chunked output equals whole output to float rounding)."""
-        from audiogen.vocoder import DEFAULT_OVERLAP_FRAMES, vocode_stream
-
-        frames = max(DEFAULT_OVERLAP_FRAMES, round(chunk_seconds * self.sample_rate / self.hop_length))
-        left = math.inf if samples is None else samples
-        for audio in vocode_stream(self.pipeline.vocoder, self.pipeline.mels(latents), chunk_frames=frames):
-            audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-            audio = audio if samples is None else audio[: int(left)]
-            left -= len(audio)
-            if len(audio):
-                yield audio
-            if left <= 0:
-                return
-        if left > 0:  # the chain ran short by rounding (as render pads it)
-            yield np.zeros(int(left), dtype=np.float32)
+        return self.pipeline.stream(math.inf if seconds is None else seconds, self._seed(seed), temperature,
+                                    chunk_seconds=chunk_seconds, vocoder_chunk_seconds=chunk_seconds)
 
     def mel(self, audio: np.ndarray, sr: int) -> np.ndarray:
         """The log-mel spectrogram the models work on.

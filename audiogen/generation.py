@@ -12,6 +12,7 @@ no exit, not even a SIGKILL, leaves it behind; the output appears whole or not a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import math
@@ -159,6 +160,7 @@ class Generator:
     vocoder: Any
     device: torch.device
     vae_sha256: str = ""  # names the VAE whose latents these are (audiogen encode/decode check it)
+    pipelined: bool = False  # run the prior, VAE decoder and vocoder on threads of their own (see audio())
 
     @property
     def sample_rate(self) -> int:
@@ -166,7 +168,7 @@ class Generator:
 
     def latents(
         self,
-        samples: int,
+        samples: int | None,
         seed: int,
         temperature: float = DEFAULT_TEMPERATURE,
         prefix: torch.Tensor | None = None,
@@ -175,21 +177,25 @@ class Generator:
         """The latent chunks (1, D, l) of a clip of ``samples`` audio samples, as the prior draws them.
 
         Args:
+            samples: the clip's length; None: an endless stream.
             prefix: optional latent frames (1, D, L) the clip starts with (``--like``: a
                 variation of an encoded clip); the prior continues from them.
         """
         cfg = self.frontend.config
         ratio = self.vae.time_ratio
-        latent_frames = self.latent_frames(samples)
-        # equal chunks no longer than chunk_seconds: the prior samples whole chunks, and a last
-        # short chunk would waste most of a full one (what is sampled does not depend on this)
         longest = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
-        chunk = math.ceil(latent_frames / math.ceil(latent_frames / longest))
+        if samples is None:
+            chunk = longest
+        else:
+            # equal chunks no longer than chunk_seconds: the prior samples whole chunks, and a last
+            # short chunk would waste most of a full one (what is sampled does not depend on this)
+            latent_frames = self.latent_frames(samples)
+            chunk = math.ceil(latent_frames / math.ceil(latent_frames / longest))
         generator = torch.Generator().manual_seed(seed)
         sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
         if prefix is not None:
             sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
-        return _take(sampled, latent_frames)
+        return sampled if samples is None else _take(sampled, latent_frames)
 
     def latent_frames(self, samples: int) -> int:
         """Latent frames a clip of ``samples`` audio samples is decoded from (what :meth:`latents` yields)."""
@@ -216,19 +222,46 @@ class Generator:
 
         return decode_stream(self.vae, (z.to(self.device) for z in latents))
 
-    @torch.inference_mode()
-    def render(self, latents: Iterable[torch.Tensor], samples: int) -> Iterator[np.ndarray]:
-        """Float32 audio chunks adding up to exactly ``samples``: the VAE decoder, then the vocoder."""
-        from audiogen.vocoder import vocode_stream
+    def audio(self, latents: Iterable[torch.Tensor], vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Float32 audio pieces (n,) as the latents arrive: the VAE decoder, then the vocoder.
 
+        With :attr:`pipelined`, the prior, the VAE decoder and the vocoder each run on a thread of
+        their own (:func:`audiogen.pipeline.threaded`), one intra-op thread each, so a 2-core
+        machine works on the next chunk's latents while it vocodes this one. Each stage sees
+        the same items in the same order at one thread, so the audio is what ``--threads 1`` makes.
+        (The calling thread, which vocodes, stays at one torch thread until this generator ends.)
+        """
+        from audiogen.pipeline import threaded
+        from audiogen.vocoder import DEFAULT_CHUNK_FRAMES, vocode_stream
+
+        if self.pipelined:
+            latents = threaded(latents, depth=2, name="prior", torch_threads=1)
+        mels = self.mels(latents)
+        if self.pipelined:
+            mels = threaded(mels, depth=2, name="vae-decoder", torch_threads=1)
+        chunk_frames = vocoder_chunk_frames or DEFAULT_CHUNK_FRAMES
+        with torch.inference_mode(), _threads(1 if self.pipelined else None):
+            for audio in vocode_stream(self.vocoder, mels, chunk_frames=chunk_frames):
+                yield np.asarray(audio, dtype=np.float32).reshape(-1)
+
+    def render(self, latents: Iterable[torch.Tensor], samples: int | None,
+               vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Float32 audio chunks adding up to exactly ``samples`` (None: endless), from :meth:`audio`."""
+        pieces = self.audio(latents, vocoder_chunk_frames)
+        if samples is None:
+            yield from pieces
+            return
         emitted = 0
-        for audio in vocode_stream(self.vocoder, self.mels(latents)):
-            audio = np.asarray(audio, dtype=np.float32).reshape(-1)[: samples - emitted]
-            emitted += len(audio)
-            if len(audio):
-                yield audio
-            if emitted >= samples:
-                return
+        try:
+            for audio in pieces:
+                audio = audio[: samples - emitted]
+                emitted += len(audio)
+                if len(audio):
+                    yield audio
+                if emitted >= samples:
+                    return
+        finally:
+            pieces.close()  # stops the stage threads when the caller or the length ends the clip
         if emitted < samples:  # the chain ran short by rounding: pad with silence (never happens in practice)
             yield np.zeros(samples - emitted, dtype=np.float32)
 
@@ -239,13 +272,24 @@ class Generator:
         temperature: float = DEFAULT_TEMPERATURE,
         prefix: torch.Tensor | None = None,
         chunk_seconds: float = 8.0,
+        vocoder_chunk_seconds: float | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks that add up to exactly ``seconds`` × sample rate samples.
 
-        ``prefix`` and ``chunk_seconds``: as in :meth:`latents`.
+        Args:
+            seconds: the length; ``math.inf``: music until the caller stops iterating, in bounded memory.
+            prefix, chunk_seconds: as in :meth:`latents`.
+            vocoder_chunk_seconds: the vocoder's chunk (default about 12 s); shorter chunks bring
+                the first audio sooner at more vocoder work per second (each has 64 frames of
+                context on either side). The audio does not depend on it, to float rounding.
         """
-        total = int(round(seconds * self.sample_rate))
-        return self.render(self.latents(total, seed, temperature, prefix, chunk_seconds), total)
+        from audiogen.vocoder import DEFAULT_OVERLAP_FRAMES
+
+        total = None if math.isinf(seconds) else int(round(seconds * self.sample_rate))
+        frames = None
+        if vocoder_chunk_seconds is not None:  # a chunk is at least as long as its context
+            frames = max(DEFAULT_OVERLAP_FRAMES, round(vocoder_chunk_seconds * self.frontend.config.frame_rate))
+        return self.render(self.latents(total, seed, temperature, prefix, chunk_seconds), total, frames)
 
     def generate(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
                  prefix: torch.Tensor | None = None) -> np.ndarray:
@@ -278,6 +322,20 @@ class Generator:
 
         mel = self.frontend(torch.as_tensor(audio, device=self.device))[None]
         return encode_clip(self.vae, mel)
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """This thread's torch intra-op threads set to ``count`` for the block (None: left as they are)."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _take(chunks: Iterator[torch.Tensor], frames: int) -> Iterator[torch.Tensor]:
@@ -314,7 +372,7 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
 
 
 def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, sample_rate: int,
-               progress: Any = None, force: bool = True) -> dict[str, float]:
+               progress: Any = None, force: bool = True, tags: dict | None = None) -> dict[str, float]:
     """Stream chunks to a WAV/FLAC file (or binary stream), peak-normalised to -1 dBFS.
 
     Two passes in bounded memory: chunks go to a float32 scratch file while the peak is
@@ -325,6 +383,7 @@ def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, samp
 
     Args:
         force: replace an existing file at ``target`` (else :class:`OutputExistsError`).
+        tags: provenance (:func:`audiogen.clip_tags.clip_tags`) written into the file's metadata.
 
     Raises:
         ValueError: the model produced NaN/Inf samples (nothing is written).
@@ -354,6 +413,10 @@ def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, samp
         with atomic_output(target, force=force) if is_path else tempfile.TemporaryFile() as finished:
             with sf.SoundFile(finished, "w", samplerate=sample_rate, channels=1, subtype="PCM_16",
                               format=fmt) as out:
+                if tags is not None:
+                    from audiogen.clip_tags import apply_tags
+
+                    apply_tags(out, tags)
                 for _ in range(0, count, block):
                     out.write(np.frombuffer(scratch.read(4 * block), dtype=np.float32) * gain)
             if not is_path:
@@ -361,3 +424,63 @@ def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, samp
                 shutil.copyfileobj(finished, target)
                 target.flush()
     return {"samples": count, "peak_before": peak, "gain": gain}
+
+
+# The bundled models' raw output peaks at 0.15-0.64 in 10 s (median 0.5, seeds 0-7): x1.6 puts a
+# typical peak near -1 dBFS; StreamLevel lowers it where a louder clip would clip.
+STREAM_GAIN = 1.6
+WAV_STREAM_SIZE = 0xFFFFFFFF  # RIFF and data sizes of a WAV whose length is not known (readers take "to the end")
+
+
+def wav_header(sample_rate: int, samples: int | None) -> bytes:
+    """A 44-byte RIFF/WAVE header for 16-bit mono PCM; ``samples`` None: a stream of unknown length."""
+    import struct
+
+    data = WAV_STREAM_SIZE if samples is None else 2 * samples
+    riff = WAV_STREAM_SIZE if samples is None else 36 + data
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16) + b"data" + struct.pack("<I", data))
+
+
+class StreamLevel:
+    """The gain of a stream that cannot wait for its peak: a fixed gain, lowered for good (never
+    raised) the moment a chunk would pass -1 dBFS, so nothing clips and the level never pumps up."""
+
+    def __init__(self, gain: float = STREAM_GAIN):
+        self.gain = gain
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        peak = float(np.max(np.abs(chunk))) if chunk.size else 0.0
+        if peak * self.gain > TARGET_PEAK:
+            self.gain = TARGET_PEAK / peak
+        return chunk * self.gain
+
+
+def stream_wav(chunks: Iterable[np.ndarray], target: BinaryIO, sample_rate: int, samples: int | None,
+               progress: Any = None) -> int:
+    """Write 16-bit mono WAV to a stream as the chunks come: the first audio leaves at once.
+
+    A file is peak-normalised over the whole clip (:func:`write_clip`); a stream cannot wait for
+    its end, so it gets :class:`StreamLevel`'s gain. The header carries the exact length when
+    ``samples`` is given, else the "unknown length" sizes players read as "until the end".
+
+    Returns:
+        samples written.
+
+    Raises:
+        ValueError: the model produced NaN/Inf samples (nothing more is written).
+        BrokenPipeError: the reader went away.
+    """
+    level = StreamLevel()
+    target.write(wav_header(sample_rate, samples))
+    written = 0
+    for chunk in chunks:
+        if not np.isfinite(chunk).all():
+            raise ValueError("the model produced NaN/Inf samples (are its weights trained?)")
+        pcm = np.clip(np.round(level(chunk) * 32767), -32768, 32767).astype("<i2")
+        target.write(pcm.tobytes())
+        target.flush()
+        written += len(chunk)
+        if progress is not None:
+            progress.update(len(chunk))
+    return written

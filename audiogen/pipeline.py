@@ -31,7 +31,8 @@ class _Failure:
         self.error = error
 
 
-def threaded(items: Iterable[Item], depth: int = 2, name: str = "stage", inference_mode: bool = True) -> Iterator[Item]:
+def threaded(items: Iterable[Item], depth: int = 2, name: str = "stage", inference_mode: bool = True,
+             torch_threads: int | None = None) -> Iterator[Item]:
     """Iterate ``items`` on a background thread, at most ``depth`` items ahead of the caller.
 
     An exception in the producer is raised in the consumer at the point it would have been in the
@@ -43,6 +44,8 @@ def threaded(items: Iterable[Item], depth: int = 2, name: str = "stage", inferen
         depth: the queue's size (>= 1).
         inference_mode: run the producer under ``torch.inference_mode`` (a thread-local setting:
             the caller's mode does not reach a new thread).
+        torch_threads: intra-op threads for the producer's torch ops (also per thread; None: torch's
+            default for a new thread, every core).
     """
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
@@ -60,6 +63,10 @@ def threaded(items: Iterable[Item], depth: int = 2, name: str = "stage", inferen
 
     def produce() -> None:
         try:
+            if torch_threads is not None:
+                import torch
+
+                torch.set_num_threads(torch_threads)
             if inference_mode:
                 import torch
 

@@ -377,7 +377,7 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from audiogen.cli import one_line_errors
+    from audiogen.cli import add_version_option, one_line_errors
 
     prog = {"vocoder": "train_vocoder.py", "transcriber": "train_transcriber.py"}.get(default_task, "train_spec.py")
     parser = argparse.ArgumentParser(
@@ -389,6 +389,7 @@ def run_trainer(default_task: str, argv: list[str] | None = None) -> int:
                "memory one step needs (measured on a short dry step, scaled) fits the device. Exit status: 0 "
                "trained, 2 a bad option or input (one line), 3 the machine failed the run (disk full, out of "
                "memory, NaN steps; the last checkpoint is intact), 130 interrupted.")
+    add_version_option(parser)
     parser.add_argument("--config", required=True, help="trainer YAML (configs/...)")
     parser.add_argument("--data", required=True, help="prepared cache folder (audiogen-prepare --out)")
     parser.add_argument("--out", required=True,

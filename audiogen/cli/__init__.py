@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import inspect
 import sys
 from collections.abc import Callable
 
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     module, function = SUBCOMMANDS[argv[0]][0].split(":")
-    return getattr(importlib.import_module(module), function)(argv[1:])
+    command = getattr(importlib.import_module(module), function)
+    if "prog" in inspect.signature(command).parameters:  # its help and errors name it as typed
+        return command(argv[1:], prog=f"audiogen {argv[0]}")
+    return command(argv[1:])
 
 
 def one_line_errors(prog: str, run: Callable[[], int]) -> int:

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from audiogen.cli import one_line_errors
+from audiogen.cli import add_version_option, one_line_errors
 from audiogen.cli.arguments import OneLineParser
 from audiogen.cli.generate import SCRATCH_NOTE, check_length, check_output, prepare_device, sigterm_as_interrupt
 
@@ -104,6 +104,7 @@ def encode_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", help="an audio file (anything libsndfile reads)")
     p.add_argument("--out", required=True, help="the .npz to write (required)")
     _model_options(p, vocoder=False)
+    add_version_option(p)
     return p
 
 
@@ -133,6 +134,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="output file (.wav 16-bit or .flac), peak-normalised to -1 dBFS (required)")
     _model_options(p)
+    add_version_option(p)
     return p
 
 
@@ -169,6 +171,7 @@ def morph_parser() -> argparse.ArgumentParser:
     p.add_argument("--linear", action="store_true",
                    help="blend latents linearly (default: off: slerp, which keeps their scale)")
     _model_options(p)
+    add_version_option(p)
     return p
 
 

@@ -77,9 +77,11 @@ def _add_embedding_options(parser: argparse.ArgumentParser, defaults_from_npz: b
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    from audiogen.cli import add_version_option
+
     parser = OneLineParser(
-        prog=PROG,
+        prog=prog,
         description="Fréchet and kernel audio distances (FAD, KAD) on audio embeddings. Exit status: 0 done, "
         "2 bad option or input (named in one line), 3 the machine failed (disk full, out of memory, download "
         "failed), 130 interrupted.",
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("--force", action="store_true", help="download even if a verified file exists")
     download.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_version_option(parser)
     return parser
 
 
@@ -296,18 +299,18 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_ENVIRONMENT
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Entry point of ``audiogen-fad``; returns the exit status (:mod:`audiogen.cli`'s convention)."""
     from audiogen.cli import one_line_errors
 
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help or a usage error (argparse has printed it)
         return int(exit_.code or 0)
     args.warn = WarnOnce()
     # WeightsNotFoundError is an OSError, WeightsError a ValueError, AudioError names its file: one line each
-    return one_line_errors(PROG, lambda: _run(args))
+    return one_line_errors(prog, lambda: _run(args))
 
 
 if __name__ == "__main__":

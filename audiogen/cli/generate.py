@@ -23,19 +23,22 @@ SCRATCH_NOTE = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
+    from audiogen.cli import add_version_option
     from audiogen.cli.arguments import OneLineParser  # usage errors in one line, like every refusal
 
     p = OneLineParser(
-        prog="generate",
+        prog=prog,
         description="Generate piano music. Without options: 30 s from the bundled models to clip.wav.",
         epilog=SCRATCH_NOTE,
     )
     p.add_argument("--seconds", type=float, default=30.0,
                    help=f"clip length in seconds, at least one frame of the model (about 12 ms) and at most "
-                        f"{MAX_SECONDS} (default: %(default)g)")
+                        f"{MAX_SECONDS}; with --out -, 'inf' plays until the reader stops (default: %(default)g)")
     p.add_argument("--out", default="clip.wav",
-                   help="output file (.wav 16-bit, or .flac); '-' writes WAV to standard output (a reader that "
+                   help="output file (.wav 16-bit, or .flac; peak-normalised to -1 dBFS, with provenance tags "
+                        "that `audiogen info` prints); '-' streams WAV to standard output as it is made, at a fixed "
+                        "gain lowered only where it would clip (a reader that "
                         "stops early, like `| head -c 100`, ends generate quietly with status 0); with --num, a "
                         "pattern like 'take-{i}.wav' or 'take-{i:02d}.flac' ({i} is the clip's number; write {{ "
                         "and }} for literal braces) or a name that gets -000, -001, ... (default: %(default)s)")
@@ -58,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variation", type=float, default=0.3,
                    help="how far from --like to move, 0..1 (default: %(default)s)")
     p.add_argument("--threads", type=int,
-                   help="CPU threads (default: OMP_NUM_THREADS when set, else all cores, or 1 when the load "
-                        "average says the cores are busy)")
+                   help="CPU threads; with 2 or more the prior, the VAE decoder and the vocoder run at once, "
+                        "one thread each, and make what --threads 1 makes (default: OMP_NUM_THREADS when set, else "
+                        "all cores, or 1 when the load average says the cores are busy)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off: a bar for clips of 20 s "
                                                         "or more)")
+    add_version_option(p)
     return p
 
 
@@ -146,9 +151,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Refuse bad arguments before any model is loaded (ValueError with one clear line)."""
     import math
 
-    if not math.isfinite(args.seconds) or args.seconds <= 0:
-        raise ValueError(f"--seconds must be a positive number, got {args.seconds}")
-    if args.seconds > MAX_SECONDS:
+    endless = math.isinf(args.seconds) and args.seconds > 0 and args.out == "-"
+    if not endless and (not math.isfinite(args.seconds) or args.seconds <= 0):
+        raise ValueError(f"--seconds must be a positive number (or inf with --out -), got {args.seconds}")
+    if not endless and args.seconds > MAX_SECONDS:
         raise ValueError(f"--seconds {args.seconds:g} is over the limit of {MAX_SECONDS} s (3 hours)")
     if args.num < 1 or args.num > 10_000:
         raise ValueError(f"--num must be between 1 and 10000, got {args.num}")
@@ -205,33 +211,41 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "generate") -> int:
     from audiogen.cli import one_line_errors
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def run() -> int:
         with sigterm_as_interrupt():
             check_arguments(args)
             return _run(args)
 
-    return one_line_errors("generate", run)
+    return one_line_errors(prog, run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
     from tqdm.auto import tqdm
 
     from audiogen.audio import load_audio
-    from audiogen.generation import DEFAULT_TEMPERATURE, load_generator, write_clip
+    from audiogen.generation import DEFAULT_TEMPERATURE, load_generator, stream_wav, write_clip
 
-    generator = load_generator(args.model, args.vocoder, device=prepare_device(args.device, args.threads))
+    device = prepare_device(args.device, args.threads)
+    generator = load_generator(args.model, args.vocoder, device=device)
+    generator.pipelined = device == "cpu" and torch.get_num_threads() >= 2
     if args.temperature is None:
         args.temperature = DEFAULT_TEMPERATURE
-    total = int(round(args.seconds * generator.sample_rate))
-    check_length(total, generator, f"--seconds {args.seconds:g}")
+    endless = math.isinf(args.seconds)
+    total = None if endless else int(round(args.seconds * generator.sample_rate))
+    if total is not None:
+        check_length(total, generator, f"--seconds {args.seconds:g}")
     # only the seconds of --like that the clip uses are read: a 3-hour file costs what 10 s do
-    like_audio = (load_audio(args.like, generator.sample_rate, seconds=generator.like_seconds(total))[0]
-                  if args.like else None)
+    # (an endless clip starts as a variation of the file's first minute)
+    like_seconds = generator.like_seconds(total) if total is not None else ENDLESS_LIKE_SECONDS
+    like_audio = load_audio(args.like, generator.sample_rate, seconds=like_seconds)[0] if args.like else None
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log = sys.stderr
     if args.seed is None:
@@ -240,15 +254,39 @@ def _run(args: argparse.Namespace) -> int:
     for index, name in enumerate(names):
         clip_seed = seed + index
         prefix = generator.variation_of(like_audio, args.variation, clip_seed) if like_audio is not None else None
-        chunks = generator.stream(args.seconds, clip_seed, args.temperature, prefix=prefix)
         show = not args.quiet and args.seconds >= 20
         with tqdm(total=total, unit="sample", unit_scale=True, disable=not show, file=log,
                   desc=f"clip {index + 1}/{len(names)}", leave=False) as bar:
             if name == "-":
-                return _write_to_stdout(chunks, generator.sample_rate, bar)
-            write_clip(chunks, name, generator.sample_rate, progress=bar, force=args.force)
+                # small chunks: the first audio leaves within a fraction of a second of the models loading
+                chunks = generator.stream(args.seconds, clip_seed, args.temperature, prefix=prefix,
+                                          chunk_seconds=STREAM_CHUNK_SECONDS,
+                                          vocoder_chunk_seconds=STREAM_CHUNK_SECONDS)
+                stream_wav(chunks, sys.stdout.buffer, generator.sample_rate, total, progress=bar)
+                return 0
+            chunks = generator.stream(args.seconds, clip_seed, args.temperature, prefix=prefix)
+            write_clip(chunks, name, generator.sample_rate, progress=bar, force=args.force,
+                       tags=_clip_tags(args, clip_seed))
         print(f"wrote {name} ({args.seconds:g} s, {generator.sample_rate} Hz, seed {clip_seed})", file=log)
     return 0
+
+
+ENDLESS_LIKE_SECONDS = 60.0
+STREAM_CHUNK_SECONDS = 2.0  # prior and vocoder chunks of --out -: first audio soon, little extra vocoder work
+
+
+def _clip_tags(args: argparse.Namespace, seed: int) -> dict:
+    """The provenance a clip carries: what ``audiogen info`` prints and remakes it from."""
+    from audiogen import __version__
+    from audiogen.clip_tags import clip_tags, model_hash
+    from audiogen.generation import pretrained_dir
+
+    model = args.model or pretrained_dir("spec")
+    vocoder = args.vocoder or pretrained_dir("vocoder")
+    return clip_tags(version=__version__, seed=seed, temperature=args.temperature, seconds=args.seconds,
+                     model=args.model or "bundled", model_sha=model_hash(model),
+                     vocoder=args.vocoder or "bundled", vocoder_sha=model_hash(vocoder),
+                     like=args.like, variation=args.variation if args.like else None)
 
 
 def check_length(samples: int, generator: Any, what: str) -> None:
@@ -258,20 +296,6 @@ def check_length(samples: int, generator: Any, what: str) -> None:
     if samples < hop:
         raise ValueError(f"{what} is shorter than one frame of the model "
                          f"({hop} samples, {1000 * hop / generator.sample_rate:.1f} ms)")
-
-
-def _write_to_stdout(chunks: Any, sample_rate: int, bar: Any) -> int:
-    from audiogen.generation import write_clip
-
-    try:
-        write_clip(chunks, sys.stdout.buffer, sample_rate, progress=bar)
-    except BrokenPipeError:
-        # the reader stopped reading (`| head -c 100`): it took what it wanted, so no message and
-        # status 0; stdout goes to /dev/null so the interpreter's last flush cannot fail again
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    return 0
 
 
 if __name__ == "__main__":

@@ -69,9 +69,9 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--maestro", metavar="ROOT", help="MAESTRO root (metadata + audio)")
@@ -249,12 +249,12 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.skipped else EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
     except SystemExit as exit_:  # --help, --version (0) or a usage error (2)
         return EXIT_USAGE if exit_.code not in (0, None) else EXIT_OK
-    return one_line_errors(PROG, lambda: run(args))
+    return one_line_errors(prog, lambda: run(args))
 
 
 if __name__ == "__main__":
