@@ -283,8 +283,13 @@ def save_audio(
     path = Path(target)
     fmt, default_subtype = _format_for(path)
     fmt = format or fmt
+    # encoded in memory, then written by Python: libsndfile's own writes go through callbacks
+    # that can only print a refused write ("Exception ignored ... Traceback") and carry on, so a
+    # full disk would scatter tracebacks above the one-line error (the audio is in memory already)
+    encoded = io.BytesIO()
+    sf.write(encoded, audio, sample_rate, subtype=subtype or default_subtype, format=fmt)
     with atomic_output(path, force=force) as handle:
-        sf.write(handle, audio, sample_rate, subtype=subtype or default_subtype, format=fmt)
+        handle.write(encoded.getbuffer())
 
 
 def encode_audio(audio: np.ndarray, sample_rate: int, format: str = "WAV") -> bytes:

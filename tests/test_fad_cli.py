@@ -555,3 +555,21 @@ def test_one_file_a_set_is_flagged_on_the_console_and_in_the_json(tmp_path, caps
     assert ("interval_excludes_estimate", "fad") in codes and ("negative_fad_inf", "fad_inf") in codes
     printed = out.splitlines()
     assert all(f"flag ({f['flag']}): {f['message']}" in printed for f in report["flags"])
+
+
+def test_existing_outputs_are_refused_without_force(same_env, capsys, tmp_path):
+    root = same_env
+    files = [str(f) for f in sorted((root / "real").glob("*.flac"))]
+    out = tmp_path / "set.npz"
+    assert cli(["embed", *files, "--out", str(out), "--embedding", "mel", "--quiet"], capsys)[0] == 0
+    first = out.read_bytes()
+    code, _, err = cli(["embed", *files[:1], "--out", str(out), "--embedding", "mel", "--quiet"], capsys)
+    assert code == 2 and "already exists; pass --force" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == first  # untouched
+    assert cli(["embed", *files[:1], "--out", str(out), "--embedding", "mel", "--quiet", "--force"], capsys)[0] == 0
+    assert out.read_bytes() != first
+    report = tmp_path / "score.json"
+    report.write_text("{}")
+    args = ["score", "--background", str(out), "--eval", str(out), "--embedding", "mel", "--json", str(report)]
+    code, _, err = cli(args, capsys)
+    assert code == 2 and "--json" in err and report.read_text() == "{}"

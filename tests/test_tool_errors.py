@@ -222,8 +222,6 @@ def test_a_full_disk_ends_vocoder_quality_with_status_3_and_an_error_line(vocode
     assert not list(out.glob("*.part")) and not list(out.glob(".*"))  # nothing half-written
 
 
-@pytest.mark.xfail(strict=True, reason="audiogen.audio.save_audio writes through soundfile's virtual IO, whose "
-                   "callbacks print 'Exception ignored ... Traceback' for each refused write before the error")
 def test_a_full_disk_ends_vocoder_quality_in_one_line(vocoder_quality_on_a_full_disk):
     result, _ = vocoder_quality_on_a_full_disk
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

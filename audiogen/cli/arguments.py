@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -113,10 +114,13 @@ def resolve_device(name: str, option: str = "--device") -> str:
     return name
 
 
-def check_output_file(option: str, path: str | Path | None) -> None:
-    """Refuse an output file that names an existing folder, before any work is spent on it."""
+def check_output_file(option: str, path: str | Path | None, force: bool = True) -> None:
+    """Refuse an output file that names an existing folder, or an existing file without ``force``
+    (no-clobber), before any work is spent on it."""
     if path is not None and Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a folder; name the file to write")
+    if path is not None and not force and os.path.lexists(path):
+        raise ValueError(f"{option} {path}: already exists; pass --force to replace it")
 
 
 def check_output_folder(option: str, path: str | Path | None) -> None:

@@ -93,12 +93,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     embed.add_argument(
         "--out", required=True, help="output .npz: one float32 [n_patches, d] array per file, and OUT.npz.json"
     )
+    embed.add_argument("--force", action="store_true",
+                       help="replace an existing --out and its .json (default: off: an existing file is refused)")
     _add_embedding_options(embed, defaults_from_npz=False)
 
     score = sub.add_parser("score", help="FAD, KAD and their intervals between a background and an evaluation set")
     score.add_argument("--background", required=True, help="folder, list file or .npz")
     score.add_argument("--eval", required=True, dest="evaluation", help="folder, list file or .npz")
     score.add_argument("--json", default=None, help="also write the result to this JSON file (default: stdout only)")
+    score.add_argument("--force", action="store_true",
+                       help="replace an existing --json file (default: off: an existing file is refused)")
     score.add_argument(
         "--bootstrap", type=int_at_least(2), default=200, help="bootstrap draws for the interval (default: %(default)s)"
     )
@@ -182,7 +186,8 @@ def _embed_files(args: argparse.Namespace, files: list[Path], embedder, desc: st
 def cmd_embed(args: argparse.Namespace) -> int:
     from audiogen.embeddings import list_audio_files, save_npz
 
-    check_output_file("--out", args.out)
+    check_output_file("--out", args.out, args.force)
+    check_output_file("--out", f"{args.out}.json", args.force)
     files = [f for source in args.audio for f in list_audio_files(source)]
     embedder = _make_embedder(args, args.embedding or "vggish", args.framing or "torchvggish")
     embedded = _embed_files(args, files, embedder, "embedding", source=" ".join(args.audio))
@@ -248,7 +253,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from audiogen.scoring import score_sets
 
     if args.json:
-        check_output_file("--json", args.json)
+        check_output_file("--json", args.json, args.force)
     specs = {"background": args.background, "eval": args.evaluation}
     sets = {label: load_npz(spec) if spec.lower().endswith(".npz") else None for label, spec in specs.items()}
     # list the audio first: a wrong folder is reported before seconds are spent loading weights
