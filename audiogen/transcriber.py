@@ -214,11 +214,13 @@ def load_transcriber(model_dir: str | Path, device: str | torch.device = "cpu") 
 # excerpts for the bundled model (see its MODEL_CARD.md)
 DEFAULT_ONSET_THRESHOLD = 0.5
 DEFAULT_FRAME_THRESHOLD = 0.5
+DEFAULT_MIN_GAP = 0.0  # seconds between two onsets of one key (audiogen.transcription.decode_notes)
 
 
 def transcribe_audio(model: Transcriber, frontend: object, audio: object,
                      onset_threshold: float = DEFAULT_ONSET_THRESHOLD,
-                     frame_threshold: float = DEFAULT_FRAME_THRESHOLD) -> tuple[object, dict[str, torch.Tensor]]:
+                     frame_threshold: float = DEFAULT_FRAME_THRESHOLD,
+                     min_gap: float = DEFAULT_MIN_GAP) -> tuple[object, dict[str, torch.Tensor]]:
     """Notes of one clip of audio at the frontend's sample rate.
 
     Args:
@@ -237,7 +239,7 @@ def transcribe_audio(model: Transcriber, frontend: object, audio: object,
     probs = transcribe_mel(model, mel)
     rate = frontend.config.frame_rate
     notes = decode_notes(*(probs[k].cpu().numpy() for k in ("onset", "frame", "velocity")), rate,
-                         onset_threshold=onset_threshold, frame_threshold=frame_threshold)
+                         onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_gap=min_gap)
     return notes, probs
 
 

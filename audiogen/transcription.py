@@ -187,12 +187,14 @@ def frame_labels(notes: Notes, start_frame: int, n_frames: int, frame_rate: floa
 
 
 def decode_notes(onset_prob: np.ndarray, frame_prob: np.ndarray, velocity: np.ndarray | None, frame_rate: float,
-                 onset_threshold: float = 0.5, frame_threshold: float = 0.5) -> Notes:
+                 onset_threshold: float = 0.5, frame_threshold: float = 0.5, min_gap: float = 0.0) -> Notes:
     """Frame-wise probabilities of one clip to notes (the onsets-and-frames rule).
 
     A note starts at the first frame of each run of onset probability above ``onset_threshold``
     and lasts while the frame probability stays above ``frame_threshold`` (its onset frames
-    count as sounding), ending at the next onset of the same key at the latest.
+    count as sounding), ending at the next onset of the same key at the latest. An onset run that
+    starts less than ``min_gap`` seconds after the previous note's start on its key is taken for a
+    second peak of that attack and ignored.
 
     Args:
         onset_prob: (88, T) in [0, 1].
@@ -206,6 +208,15 @@ def decode_notes(onset_prob: np.ndarray, frame_prob: np.ndarray, velocity: np.nd
     onset_on = onset_prob > onset_threshold
     frame_on = frame_prob > frame_threshold
     starts = onset_on & ~np.pad(onset_on, ((0, 0), (1, 0)))[:, :-1]  # first frame of each onset run
+    gap = int(round(min_gap * frame_rate))
+    if gap > 0:
+        for key in np.flatnonzero(starts.any(axis=1)):
+            last = -gap - 1
+            for frame in np.flatnonzero(starts[key]):
+                if frame - last < gap:
+                    starts[key, frame] = False
+                else:
+                    last = frame
     n_frames = onset_prob.shape[1]
     onsets, offsets, pitches, velocities = [], [], [], []
     for key, frame in zip(*np.nonzero(starts), strict=True):

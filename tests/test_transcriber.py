@@ -163,6 +163,17 @@ def test_decoding_splits_a_restruck_key_and_drops_nothing_below_threshold():
     assert (notes.offsets * RATE).round().tolist() == [20, 40]
 
 
+def test_min_gap_drops_a_second_peak_of_one_attack_but_keeps_later_strikes():
+    onset = np.zeros((N_KEYS, 60))
+    onset[39, [5, 10, 40]] = 0.9  # 5 frames (58 ms) after the first, and 35 frames (406 ms)
+    frame = np.zeros((N_KEYS, 60))
+    frame[39, 5:50] = 0.9
+    assert (decode_notes(onset, frame, None, RATE).onsets * RATE).round().tolist() == [5, 10, 40]
+    kept = decode_notes(onset, frame, None, RATE, min_gap=0.1)
+    assert (kept.onsets * RATE).round().tolist() == [5, 40]
+    assert (kept.offsets * RATE).round().tolist() == [40, 50]  # the dropped peak does not end the note
+
+
 def test_note_scores_count_pitch_and_onset_matches():
     reference = Notes.of([0.0, 1.0, 2.0], [0.5, 1.5, 2.5], [60, 62, 64], [80] * 3)
     estimate = Notes.of([0.02, 1.04, 2.0, 3.0], [0.3, 1.2, 2.1, 3.5], [60, 62, 65, 70], [80] * 4)

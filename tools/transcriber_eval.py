@@ -10,8 +10,9 @@ excerpt's audio (frontend, network and decoding all timed: the speed is audio se
 second, "× real time", on the threads torch is given), and its notes are scored against the
 reference on onset and pitch (offsets ignored), pooled over all excerpts' notes.
 
-``--sweep`` also scores onset thresholds 0.2 … 0.8 on the same probabilities (for choosing the
-defaults on the validation split, never on test).
+``--sweep`` also scores onset thresholds 0.2 … 0.8, and each with minimum gaps of 0 … 100 ms
+between two onsets of one key, on the same probabilities (for choosing the defaults on the
+validation split, never on test).
 
 Exit status (:mod:`audiogen.cli`): 0 done; 2 a bad option or input, named in one line before
 any work (a missing folder, a split it lacks); 3 the disk is full.
@@ -31,6 +32,7 @@ from audiogen.cli.arguments import OneLineParser, float_at_least, positive_int
 
 PROG = "transcriber_eval"
 SWEEP = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+GAP_SWEEP = (0.0, 0.05, 0.08, 0.1)  # seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="transcriber folder (default: the bundled one)")
     p.add_argument("--onset-threshold", type=float, default=None, help="(default: the CLI's)")
     p.add_argument("--frame-threshold", type=float, default=None, help="(default: the CLI's)")
+    p.add_argument("--min-gap", type=float, default=None, help="(default: the CLI's)")
     p.add_argument("--sweep", action="store_true", help="also score onset thresholds " + ", ".join(map(str, SWEEP)))
     p.add_argument("--json", help="write the report here as JSON")
     add_version_option(p)
@@ -69,6 +72,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     from audiogen.frontend import FrontendConfig, MelFrontend, check_same_frontend
     from audiogen.transcriber import (
         DEFAULT_FRAME_THRESHOLD,
+        DEFAULT_MIN_GAP,
         DEFAULT_ONSET_THRESHOLD,
         bundled_transcriber_dir,
         load_transcriber,
@@ -89,12 +93,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     frontend = MelFrontend(frontend_config)
     onset_t = DEFAULT_ONSET_THRESHOLD if args.onset_threshold is None else args.onset_threshold
     frame_t = DEFAULT_FRAME_THRESHOLD if args.frame_threshold is None else args.frame_threshold
+    min_gap = DEFAULT_MIN_GAP if args.min_gap is None else args.min_gap
     labels = NoteLabels(args.midi_dir)
     per_clip, probs_kept, audio_seconds, wall = [], [], 0.0, 0.0
     for entry in entries:
         audio, reference = excerpt(cache, entry, labels, args.seconds)
         started = time.perf_counter()
-        notes, probs = transcribe_audio(model, frontend, audio, onset_t, frame_t)
+        notes, probs = transcribe_audio(model, frontend, audio, onset_t, frame_t, min_gap)
         wall += time.perf_counter() - started
         audio_seconds += len(audio) / frontend_config.sample_rate
         per_clip.append((note_scores(reference, notes), len(reference), len(notes)))
@@ -103,7 +108,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     report = {
         "model": str(model_dir), "split": args.split, "pieces": len(entries), "seconds": args.seconds,
         "audio_seconds": round(audio_seconds, 1), "reference_notes": sum(n for _, n, _ in per_clip),
-        "onset_threshold": onset_t, "frame_threshold": frame_t,
+        "onset_threshold": onset_t, "frame_threshold": frame_t, "min_gap": min_gap,
         **pooled_scores(per_clip),
         "clip_f1_mean": float(np.mean([s["f1"] for s, _, _ in per_clip])),
         "x_real_time": round(audio_seconds / max(wall, 1e-9), 1), "threads": torch.get_num_threads(),
@@ -115,9 +120,17 @@ def evaluate(args: argparse.Namespace) -> dict:
         for threshold in SWEEP:
             clips = []
             for reference, p in probs_kept:
-                notes = decode_notes(p["onset"], p["frame"], p["velocity"], rate, threshold, frame_t)
+                notes = decode_notes(p["onset"], p["frame"], p["velocity"], rate, threshold, frame_t, min_gap)
                 clips.append((note_scores(reference, notes), len(reference), len(notes)))
             report["sweep"][str(threshold)] = pooled_scores(clips)
+        report["gap_sweep"] = {}
+        for threshold in SWEEP:
+            for gap in GAP_SWEEP:
+                clips = []
+                for reference, p in probs_kept:
+                    notes = decode_notes(p["onset"], p["frame"], p["velocity"], rate, threshold, frame_t, gap)
+                    clips.append((note_scores(reference, notes), len(reference), len(notes)))
+                report["gap_sweep"][f"{threshold}/{gap}"] = pooled_scores(clips)
     return report
 
 
@@ -125,10 +138,13 @@ def checked_run(args: argparse.Namespace) -> int:
     report = evaluate(args)
     print(f"{report['split']}: {report['pieces']} pieces x {report['seconds']:g} s ({report['reference_notes']} "
           f"notes): onset F1 {report['f1']:.3f} (precision {report['precision']:.3f}, recall "
-          f"{report['recall']:.3f}) at onset threshold {report['onset_threshold']}; "
+          f"{report['recall']:.3f}) at onset threshold {report['onset_threshold']}, min gap {report['min_gap']} s; "
           f"{report['x_real_time']:.0f}x real time on {report['threads']} thread(s)")
     for threshold, scores in report.get("sweep", {}).items():
         print(f"  onset threshold {threshold}: F1 {scores['f1']:.3f} (P {scores['precision']:.3f}, "
+              f"R {scores['recall']:.3f})")
+    for key, scores in report.get("gap_sweep", {}).items():
+        print(f"  onset threshold / min gap (s) {key}: F1 {scores['f1']:.3f} (P {scores['precision']:.3f}, "
               f"R {scores['recall']:.3f})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from audiogen.cli import EXIT_OK, EXIT_PARTIAL, add_version_option, one_line_errors
-from audiogen.cli.arguments import OneLineParser
+from audiogen.cli.arguments import OneLineParser, non_negative_float
 
 
 def _probability(text: str) -> float:
@@ -26,7 +26,7 @@ def _probability(text: str) -> float:
 
 
 def build_parser(prog: str = "audiogen transcribe") -> argparse.ArgumentParser:
-    from audiogen.transcriber import DEFAULT_FRAME_THRESHOLD, DEFAULT_ONSET_THRESHOLD
+    from audiogen.transcriber import DEFAULT_FRAME_THRESHOLD, DEFAULT_MIN_GAP, DEFAULT_ONSET_THRESHOLD
 
     p = OneLineParser(
         prog=prog, description="Transcribe piano recordings to MIDI: DIR/<stem>.mid for each AUDIO file.",
@@ -45,6 +45,9 @@ def build_parser(prog: str = "audiogen transcribe") -> argparse.ArgumentParser:
                    help="onset probability that starts a note (default: %(default)s)")
     p.add_argument("--frame-threshold", type=_probability, default=DEFAULT_FRAME_THRESHOLD,
                    help="frame probability that keeps a note sounding (default: %(default)s)")
+    p.add_argument("--min-gap", type=non_negative_float, default=DEFAULT_MIN_GAP, metavar="SECONDS",
+                   help="shortest time between two onsets of one key; a closer one is taken for the same attack "
+                        "(default: %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run; auto takes CUDA when there is one (default: %(default)s)")
     add_version_option(p)
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                 skipped += 1
                 continue
             started = time.perf_counter()
-            notes, _ = transcribe_audio(model, frontend, audio, args.onset_threshold, args.frame_threshold)
+            notes, _ = transcribe_audio(model, frontend, audio, args.onset_threshold, args.frame_threshold,
+                                        args.min_gap)
             write_midi(notes, target)
             seconds = len(audio) / rate
             speed = seconds / max(time.perf_counter() - started, 1e-9)
