@@ -458,7 +458,7 @@ def test_a_full_disk_under_the_cache_is_warned_about_once_and_the_score_goes_on(
     assert cached.returncode == 0, cached.stderr
     assert cached.stderr.splitlines() == [cached.stderr.strip()], cached.stderr  # one line, said once
     assert "warning: embedding cache" in cached.stderr and "No space left on device" in cached.stderr
-    uncached = run([*args, "--no-cache"], env)
+    uncached = run([*args, "--no-cache", "--force"], env)  # the same --json again
     assert uncached.returncode == 0 and uncached.stderr == "", uncached.stderr
     assert last_json(cached.stdout)["fad"] == last_json(uncached.stdout)["fad"]
     assert not [p for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"]
