@@ -13,9 +13,13 @@ Each clip is transcribed (:mod:`audiogen.transcriber`) and its notes measured:
   20 ms to 4 s; even playing has a low one, free or random timing a high one;
 - **velocity spread**: standard deviation of the note velocities (MIDI units).
 
-A set of clips is compared with a reference set metric by metric: the distance is the absolute
-difference of the set means (the pitch-class JS distance for the histogram), with a bootstrap
-interval that resamples **pieces** on both sides (clips of one piece are not independent).
+A set of clips is compared with a reference set metric by metric: the difference of the set
+means (set − reference) with a 95 % bootstrap interval that resamples **pieces** on both sides
+(clips of one piece are not independent), so an interval holding 0 means the metric cannot tell
+the set from the reference at this size; the distance is its absolute value. The pitch-class
+histograms are compared by the Jensen-Shannon distance of the pooled histograms, whose
+resampled values are biased upward (resampling repeats pieces and adds noise to both
+histograms): its interval may lie above its estimate, and is flagged when it does.
 
 Nothing here reads files; :class:`MusicMeter` holds a loaded transcriber.
 """
@@ -83,10 +87,11 @@ def _piece_groups(pieces: Sequence[str]) -> list[np.ndarray]:
     return [np.asarray(v) for v in names.values()]
 
 
-def _distances(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """Set - reference for each scalar metric, and the pitch-class JS distance (>= 0)."""
     from audiogen.descriptors import jensen_shannon_distance
 
-    out = {k: abs(a[k] - b[k]) for k in SCALARS}
+    out = {k: a[k] - b[k] for k in SCALARS}
     ha, hb = a["pitch_class_histogram"], b["pitch_class_histogram"]
     out["pitch_class_js"] = jensen_shannon_distance(ha, hb) if sum(ha) and sum(hb) else float("nan")
     return out
@@ -102,24 +107,28 @@ def compare_sets(clips: Sequence[dict[str, Any]], pieces: Sequence[str], referen
         pieces, reference_pieces: the piece each clip was cut from (one name per clip).
 
     Returns:
-        ``{"summary": set_summary(clips), "distance": {metric: value}, "interval": {metric:
-        [low, high]}}``; metrics are :data:`SCALARS` and ``pitch_class_js``.
+        ``{"summary": set_summary(clips), "difference": {metric: set - reference}, "distance":
+        {metric: |difference|}, "interval": {metric: [low, high] of the difference},
+        "interval_excludes_estimate": [metrics]}``; metrics are :data:`SCALARS` and
+        ``pitch_class_js`` (whose difference is the JS distance itself).
     """
     summary, ref_summary = set_summary(clips), set_summary(reference)
-    distance = _distances(summary, ref_summary)
+    difference = _differences(summary, ref_summary)
     groups, ref_groups = _piece_groups(pieces), _piece_groups(reference_pieces)
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {k: [] for k in distance}
+    draws: dict[str, list[float]] = {k: [] for k in difference}
     for _ in range(n_bootstrap):
         pick = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
         ref_pick = np.concatenate([ref_groups[i] for i in rng.integers(0, len(ref_groups), len(ref_groups))])
-        drawn = _distances(set_summary([clips[i] for i in pick]), set_summary([reference[i] for i in ref_pick]))
+        drawn = _differences(set_summary([clips[i] for i in pick]), set_summary([reference[i] for i in ref_pick]))
         for k, v in drawn.items():
             draws[k].append(v)
     tail = (1 - level) / 2 * 100
     interval = {k: [float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))]
                 if np.isfinite(v).any() else [float("nan")] * 2 for k, v in draws.items()}
-    return {"summary": summary, "distance": distance, "interval": interval}
+    outside = [k for k, (low, high) in interval.items() if not low <= difference[k] <= high]
+    return {"summary": summary, "difference": difference, "distance": {k: abs(v) for k, v in difference.items()},
+            "interval": interval, "interval_excludes_estimate": outside}
 
 
 class MusicMeter:
@@ -186,13 +195,16 @@ def music_table(background: dict[str, Any], rows: Sequence[dict[str, Any]]) -> l
     lines += [f"| {r['name']} | " + " | ".join(f"{r['music']['summary'][k]:.2f}" for k in names) + " |"
               for r in shown]
     keys = [*names, "pitch_class_js"]
-    lines += ["", "Distance of each row to the background per metric (|difference of means|; pitch classes: "
-              "Jensen-Shannon distance of the pooled histograms, bits), 95 % bootstrap interval over pieces:", "",
+    lines += ["", "Each row minus the background per metric (difference of the means; pitch classes: Jensen-Shannon "
+              "distance of the pooled histograms, bits), with its 95 % bootstrap interval over pieces; an interval "
+              "holding 0 cannot tell the row from the background; * marks an interval that leaves out its estimate "
+              "(the JS distance's upward bias in resamples).", "",
               "| row | " + " | ".join(LABELS[k] for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for r in shown:
         music = r["music"]
-        cells = [f"{music['distance'][k]:.3g} [{music['interval'][k][0]:.3g}, {music['interval'][k][1]:.3g}]"
-                 for k in keys]
+        outside = set(music.get("interval_excludes_estimate", []))
+        cells = [f"{music['difference'][k]:+.3g} [{music['interval'][k][0]:.3g}, {music['interval'][k][1]:.3g}]"
+                 + ("*" if k in outside else "") for k in keys]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return lines
 

@@ -45,10 +45,13 @@ def test_compare_sets_is_zero_for_a_set_against_itself_and_grows_with_the_differ
     pieces = [f"p{i // 2}" for i in range(8)]
     same = compare_sets(reference, pieces, reference, pieces, n_bootstrap=50)
     assert all(v == pytest.approx(0.0) for v in same["distance"].values())
+    assert all(same["interval"][k][0] <= 0 <= same["interval"][k][1] for k in SCALARS)  # cannot tell them apart
     faster = [clip_metrics(_even(40, 0.2, pitch=61), 10.0) for _ in range(6)]
     result = compare_sets(faster, [f"q{i}" for i in range(6)], reference, pieces, n_bootstrap=50)
     expected = 4.0 - np.mean([(10 + i) / 10 for i in range(8)])
     assert result["distance"]["notes_per_second"] == pytest.approx(expected)
+    slower = compare_sets(reference, pieces, faster, [f"q{i}" for i in range(6)], n_bootstrap=50)
+    assert slower["difference"]["notes_per_second"] == pytest.approx(-expected)
     low, high = result["interval"]["notes_per_second"]
     assert low <= expected <= high and high - low < expected
     assert result["distance"]["pitch_class_js"] > same["distance"]["pitch_class_js"]

@@ -306,7 +306,8 @@ def markdown_table(report: dict) -> str:
         + (f"; model clips sampled at temperature {report['temperature']:g}." if report.get("temperature") else "."),
     ]
     if not emb.get("comparable_to_published", False):
-        lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**"]
+        lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**" if emb["model"] == "mel"
+                  else f"**{emb['model']} embedding: NOT comparable to published FAD values.**"]
     lines += ["", "KAD: 100 × the unbiased MMD² under a Gaussian kernel whose width is the median distance "
               "within the background (kadtk's choice); no Gaussian assumption, no growth with fewer clips; "
               "near 0, and possibly slightly negative, when the sets match. Flags: see the list below the tables."]
