@@ -66,23 +66,32 @@ def test_scripts_and_configs_a_command_names_exist(command):
             assert (ROOT / value).is_file(), f"{command}: {value} does not exist"
 
 
-def _help(words: list[str]) -> str:
-    program = words[0].removeprefix(".venv/bin/")
-    if program == "python":
-        argv = [sys.executable, *words[1:2]]
-    elif program == "accelerate":  # accelerate launch SCRIPT ...: the options are the script's
-        argv = [sys.executable, words[2]]
-    else:
-        argv = [str(Path(sys.executable).parent / program), *(w for w in words[1:2] if not w.startswith("-"))]
+def _help(argv: list[str]) -> str:
     return subprocess.run([*argv, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+
+
+def _option_groups(words: list[str]) -> list[tuple[list[str], list[str]]]:
+    """(the argv whose --help lists them, the options used) for each program a command runs.
+
+    ``accelerate launch [ITS OPTIONS] SCRIPT [THE SCRIPT'S OPTIONS]`` is two programs.
+    """
+    program = words[0].removeprefix(".venv/bin/")
+    if program == "accelerate":
+        script = next(i for i, w in enumerate(words) if w.endswith(".py"))
+        return [([str(Path(sys.executable).parent / "accelerate"), "launch"], words[2:script]),
+                ([sys.executable, words[script]], words[script + 1:])]
+    if program == "python":
+        return [([sys.executable, words[1]], words[2:])]
+    subcommand = [w for w in words[1:2] if not w.startswith("-")]
+    return [([str(Path(sys.executable).parent / program), *subcommand], words[1 + len(subcommand):])]
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith((".venv/bin/generate", ".venv/bin/audiogen",
                                                                            ".venv/bin/accelerate launch",
                                                                            ".venv/bin/python tools/"))])
 def test_every_option_a_command_uses_is_in_its_help(command):
-    words = shlex.split(command)
-    text = _help(words)
-    assert text, f"{command}: --help printed nothing"
-    for option in (w.split("=")[0] for w in words if w.startswith("--")):
-        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), f"{command}: {option} is not an option"
+    for argv, used in _option_groups(shlex.split(command)):
+        text = _help(argv)
+        assert text, f"{command}: {' '.join(argv)} --help printed nothing"
+        for option in (w.split("=")[0] for w in used if w.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), f"{command}: {option} is not an option"
