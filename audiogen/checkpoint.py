@@ -82,23 +82,29 @@ def export_model(
             save_state_dict(state, tmp / f"{name}.safetensors")
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
-        umask = os.umask(0)
-        os.umask(umask)
-        for item in tmp.iterdir():  # mkdtemp and safetensors leave owner-only modes
-            os.chmod(item, 0o666 & ~umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def publish_folder(tmp: Path, out_dir: Path) -> None:
+    """Rename a finished folder into place (replacing an old one) with the modes a plain mkdir
+    and plain files would get (mkdtemp and safetensors leave owner-only modes)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in tmp.iterdir():
+        os.chmod(item, 0o666 & ~umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_model_dir(model_dir: str | Path, names: list[str]) -> tuple[dict[str, Any], dict[str, dict]]:

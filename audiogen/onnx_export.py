@@ -356,7 +356,7 @@ def export_onnx(
     import yaml
 
     from audiogen import __version__
-    from audiogen.checkpoint import CheckpointError, read_model_dir
+    from audiogen.checkpoint import CheckpointError, publish_folder, read_model_dir
     from audiogen.generation import load_prior, load_vae, load_vocoder, pretrained_dir
 
     out_dir = Path(out_dir)
@@ -413,25 +413,8 @@ def export_onnx(
             },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish_folder(tmp, out_dir)
+        publish_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def _publish_folder(tmp: Path, out_dir: Path) -> None:
-    """Rename a finished folder into place (replacing an old one) with the modes a plain mkdir would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for item in tmp.iterdir():  # mkdtemp leaves owner-only modes
-        os.chmod(item, 0o666 & ~umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -235,7 +235,8 @@ def decode_notes(onset_prob: np.ndarray, frame_prob: np.ndarray, velocity: np.nd
 # MIDI out
 
 
-def _varlen(value: int) -> bytes:
+def midi_varlen(value: int) -> bytes:
+    """A MIDI variable-length quantity (7 bits a byte, high bit set on all but the last)."""
     out = [value & 0x7F]
     value >>= 7
     while value:
@@ -257,7 +258,7 @@ def midi_bytes(notes: Notes) -> bytes:
     body = bytearray(b"\x00\xff\x51\x03" + WRITE_TEMPO.to_bytes(3, "big") + b"\x00\xc0\x00")
     now = 0
     for tick, _, message in events:
-        body += _varlen(tick - now) + message
+        body += midi_varlen(tick - now) + message
         now = tick
     body += b"\x00\xff\x2f\x00"
     header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big") \

@@ -24,15 +24,7 @@ from audiogen.demo_data import (
 )
 from audiogen.maestro import MAESTRO_COLUMNS, MaestroRecord, read_maestro_metadata
 from audiogen.sources import SPLITS
-
-
-def varlen(value: int) -> bytes:
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
+from audiogen.transcription import midi_varlen
 
 
 def smf(tracks: list[list[tuple[int, bytes]]], division: int = 480) -> bytes:
@@ -40,7 +32,7 @@ def smf(tracks: list[list[tuple[int, bytes]]], division: int = 480) -> bytes:
     out = b"MThd" + (6).to_bytes(4, "big") + (1).to_bytes(2, "big") + len(tracks).to_bytes(2, "big")
     out += division.to_bytes(2, "big")
     for events in tracks:
-        body = b"".join(varlen(d) + e for d, e in events) + b"\x00\xff\x2f\x00"
+        body = b"".join(midi_varlen(d) + e for d, e in events) + b"\x00\xff\x2f\x00"
         out += b"MTrk" + len(body).to_bytes(4, "big") + body
     return out
 
