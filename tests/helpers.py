@@ -42,3 +42,15 @@ def make_piano_maestro(root: Path, splits: dict[str, int], seconds: float = 3.0,
                 writer.writerow(["Composer", f"Piece {index}", split, 2004, f"{stem}.midi", f"{stem}.flac", seconds])
                 index += 1
     return root
+
+
+def have_fluidsynth() -> bool:
+    """Whether FluidSynth and a General MIDI SoundFont are installed (the demo renderer needs both)."""
+    from audiogen.demo_data import RenderError, find_fluidsynth, find_soundfont
+
+    try:
+        find_fluidsynth()
+        find_soundfont()
+    except RenderError:
+        return False
+    return True

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import have_fluidsynth
 
 from audiogen.demo_data import (
     Candidate,
@@ -132,16 +133,7 @@ def test_missing_tools_name_the_debian_packages(tmp_path):
         find_soundfont(str(tmp_path / "none.sf2"))
 
 
-def _have_fluidsynth() -> bool:
-    try:
-        find_fluidsynth()
-        find_soundfont()
-    except RenderError:
-        return False
-    return True
-
-
-needs_fluidsynth = pytest.mark.skipif(not _have_fluidsynth(), reason="fluidsynth or FluidR3_GM.sf2 not installed")
+needs_fluidsynth = pytest.mark.skipif(not have_fluidsynth(), reason="fluidsynth or FluidR3_GM.sf2 not installed")
 
 
 @needs_fluidsynth

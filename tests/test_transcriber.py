@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import have_fluidsynth
 
 from audiogen.transcription import (
     N_KEYS,
@@ -340,18 +341,7 @@ def test_transcriber_task_needs_midi_dir(midi_set, tmp_path, capsys):
     assert status == 2 and "needs midi_dir" in capsys.readouterr().err
 
 
-def _have_fluidsynth() -> bool:
-    from audiogen.demo_data import RenderError, find_fluidsynth, find_soundfont
-
-    try:
-        find_fluidsynth()
-        find_soundfont()
-    except RenderError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _have_fluidsynth(), reason="fluidsynth or a GM SoundFont not installed")
+@pytest.mark.skipif(not have_fluidsynth(), reason="fluidsynth or a GM SoundFont not installed")
 def test_bundled_transcriber_finds_the_notes_of_a_fluidsynth_render(tmp_path):
     from audiogen.demo_data import render_midi
     from audiogen.transcriber import bundled_transcriber_dir

@@ -255,6 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is None:
         print(f"seed {seed} (pass --seed {seed} to make the same clip again)", file=log)
     names = ["-"] if args.out == "-" else output_names(args.out, args.num)
+    provenance = _clip_tags(args, seed) if args.out != "-" else {}  # the weights are hashed once, not per clip
     for index, name in enumerate(names):
         clip_seed = seed + index
         prefix = generator.variation_of(like_audio, args.variation, clip_seed) if like_audio is not None else None
@@ -270,7 +271,7 @@ def _run(args: argparse.Namespace) -> int:
                 return 0
             chunks = generator.stream(args.seconds, clip_seed, args.temperature, prefix=prefix)
             write_clip(chunks, name, generator.sample_rate, progress=bar, force=args.force,
-                       tags=_clip_tags(args, clip_seed))
+                       tags={**provenance, "seed": clip_seed})
         print(f"wrote {name} ({args.seconds:g} s, {generator.sample_rate} Hz, seed {clip_seed})", file=log)
     return 0
 
