@@ -638,9 +638,11 @@ def _train(config: TrainerConfig, args: Any) -> int:
     # trackers write under the run folder (TensorBoard: RUN/audiogen); checked before the first step
     trackers = parse_log_with(config.train.log_with) or None
     accelerator = Accelerator(mixed_precision=mixed, cpu=cpu, log_with=trackers, project_dir=str(run_dir))
-    # only the main process writes the run folder, so only it takes the lock; the others follow
-    lock = _decided_by_main(accelerator, lambda: acquire_run_lock(run_dir))
+    lock = None
     try:
+        # only the main process writes the run folder, so only it takes the lock; the others follow.
+        # Inside the try: a refusal must leave the process group cleanly too (see finally)
+        lock = _decided_by_main(accelerator, lambda: acquire_run_lock(run_dir))
         if lock is not None and stale_lock_note(lock):
             print(stale_lock_note(lock))
         checkpoint = latest_checkpoint(run_dir)
