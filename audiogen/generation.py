@@ -8,6 +8,10 @@ boundaries. Writing to a file takes two streaming passes (float32 scratch file, 
 peak-normalised 16-bit output), so the level is set on the whole clip, not per chunk. The
 scratch file has no name (an unlinked file in the system temp folder, ``$TMPDIR`` or /tmp), so
 no exit, not even a SIGKILL, leaves it behind; the output appears whole or not at all.
+
+Importing this module does not import torch (a second of the 1.5 s a cold 30-s clip may take):
+the writers, the defaults and the chunk arithmetic here serve the onnxruntime path too
+(:mod:`audiogen.onnx_generation`), and torch is imported by the functions that load or run networks.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import torch
 
-from audiogen.checkpoint import CheckpointError, read_model_dir
-from audiogen.config import from_dict
-from audiogen.frontend import FrontendConfig, MelFrontend, check_same_frontend
+if TYPE_CHECKING:
+    import torch
+
+    from audiogen.frontend import FrontendConfig, MelFrontend
 
 # Output level of a generated clip: -1 dBFS peak leaves headroom for 16-bit rounding and
 # for players that add inter-sample overs.
@@ -48,6 +52,9 @@ def pretrained_dir(name: str) -> Path:
 
 def frontend_of_model_config(config: dict[str, Any], where: str) -> FrontendConfig:
     """The frontend an exported model folder's ``config.yaml`` was trained with."""
+    from audiogen.config import from_dict
+    from audiogen.frontend import FrontendConfig
+
     return from_dict(FrontendConfig, config.get("frontend") or {}, f"{where}: frontend")
 
 
@@ -59,6 +66,8 @@ def load_vocoder(model_dir: str | Path, frontend: FrontendConfig | None = None, 
             network than the weights hold.
         FrontendMismatchError: the vocoder was trained for another frontend than ``frontend``.
     """
+    from audiogen.checkpoint import read_model_dir
+    from audiogen.frontend import check_same_frontend
     from audiogen.vocoder import build_vocoder, vocoder_config_from_dict
 
     config, states = read_model_dir(model_dir, ["vocoder"])
@@ -75,6 +84,9 @@ def load_vocoder(model_dir: str | Path, frontend: FrontendConfig | None = None, 
 
 def load_vae(model_dir: str | Path, frontend: FrontendConfig | None = None, device: str | torch.device = "cpu"):
     """Load the spectrogram VAE of an exported ``vae`` or ``prior`` model folder."""
+    from audiogen.checkpoint import read_model_dir
+    from audiogen.config import from_dict
+    from audiogen.frontend import check_same_frontend
     from audiogen.spec import SpecVAE, SpecVAEConfig
 
     config, states = read_model_dir(model_dir, ["vae"])
@@ -92,6 +104,7 @@ def load_vae(model_dir: str | Path, frontend: FrontendConfig | None = None, devi
 
 def load_prior(model_dir: str | Path, latent_dim: int, device: str | torch.device = "cpu"):
     """Load the latent prior (any family of :mod:`audiogen.priors`) of an exported ``prior`` model folder."""
+    from audiogen.checkpoint import read_model_dir
     from audiogen.priors import build_prior
 
     config, states = read_model_dir(model_dir, ["prior"])
@@ -103,6 +116,8 @@ def load_prior(model_dir: str | Path, latent_dim: int, device: str | torch.devic
 
 
 def _model_section(config: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    from audiogen.checkpoint import CheckpointError
+
     if key not in config:
         raise CheckpointError(f"{where}: no {key} section (an exported config.yaml describes its network there)")
     section = config[key]
@@ -113,6 +128,7 @@ def _model_section(config: dict[str, Any], key: str, where: str) -> dict[str, An
 
 def _build(where: str, make: Any) -> Any:
     """Build a network from a config.yaml's settings, naming the file when they make none."""
+    from audiogen.checkpoint import CheckpointError
     from audiogen.config import ConfigError
 
     try:
@@ -131,6 +147,10 @@ def load_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], path:
         CheckpointError: naming ``path``: the weights of another network (keys missing or
             unexpected), tensors of other shapes than config.yaml makes, or NaN/Inf weights.
     """
+    import torch
+
+    from audiogen.checkpoint import CheckpointError
+
     expected = network.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -161,10 +181,15 @@ class Generator:
     device: torch.device
     vae_sha256: str = ""  # names the VAE whose latents these are (audiogen encode/decode check it)
     pipelined: bool = False  # run the prior, VAE decoder and vocoder on threads of their own (see audio())
+    runtime = "torch"  # what runs the networks (audiogen.onnx_generation.OnnxGenerator: "onnxruntime")
 
     @property
     def sample_rate(self) -> int:
         return self.frontend.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.frontend.config.hop_length
 
     def latents(
         self,
@@ -181,25 +206,19 @@ class Generator:
             prefix: optional latent frames (1, D, L) the clip starts with (``--like``: a
                 variation of an encoded clip); the prior continues from them.
         """
-        cfg = self.frontend.config
-        ratio = self.vae.time_ratio
-        longest = max(4, int(chunk_seconds * cfg.frame_rate / ratio))
-        if samples is None:
-            chunk = longest
-        else:
-            # equal chunks no longer than chunk_seconds: the prior samples whole chunks, and a last
-            # short chunk would waste most of a full one (what is sampled does not depend on this)
-            latent_frames = self.latent_frames(samples)
-            chunk = math.ceil(latent_frames / math.ceil(latent_frames / longest))
+        import torch
+
+        frames = None if samples is None else self.latent_frames(samples)
+        chunk = latent_chunk_frames(frames, self.frontend.config.frame_rate / self.vae.time_ratio, chunk_seconds)
         generator = torch.Generator().manual_seed(seed)
         sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
         if prefix is not None:
             sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
-        return sampled if samples is None else _take(sampled, latent_frames)
+        return sampled if frames is None else take_frames(sampled, frames)
 
     def latent_frames(self, samples: int) -> int:
         """Latent frames a clip of ``samples`` audio samples is decoded from (what :meth:`latents` yields)."""
-        return math.ceil((samples / self.frontend.config.hop_length + 1) / self.vae.time_ratio) + 1
+        return latent_frames(samples, self.hop_length, self.vae.time_ratio)
 
     def like_seconds(self, samples: int) -> float:
         """How much of a ``--like`` clip a clip of ``samples`` samples uses, in seconds.
@@ -231,6 +250,8 @@ class Generator:
         the same items in the same order at one thread, so the audio is what ``--threads 1`` makes.
         (The calling thread, which vocodes, stays at one torch thread until this generator ends.)
         """
+        import torch
+
         from audiogen.pipeline import threaded
         from audiogen.vocoder import DEFAULT_CHUNK_FRAMES, vocode_stream
 
@@ -247,23 +268,7 @@ class Generator:
     def render(self, latents: Iterable[torch.Tensor], samples: int | None,
                vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
         """Float32 audio chunks adding up to exactly ``samples`` (None: endless), from :meth:`audio`."""
-        pieces = self.audio(latents, vocoder_chunk_frames)
-        if samples is None:
-            yield from pieces
-            return
-        emitted = 0
-        try:
-            for audio in pieces:
-                audio = audio[: samples - emitted]
-                emitted += len(audio)
-                if len(audio):
-                    yield audio
-                if emitted >= samples:
-                    return
-        finally:
-            pieces.close()  # stops the stage threads when the caller or the length ends the clip
-        if emitted < samples:  # the chain ran short by rounding: pad with silence (never happens in practice)
-            yield np.zeros(samples - emitted, dtype=np.float32)
+        return exact_length(self.audio(latents, vocoder_chunk_frames), samples)
 
     def stream(
         self,
@@ -285,10 +290,8 @@ class Generator:
         """
         from audiogen.vocoder import DEFAULT_OVERLAP_FRAMES
 
-        total = None if math.isinf(seconds) else int(round(seconds * self.sample_rate))
-        frames = None
-        if vocoder_chunk_seconds is not None:  # a chunk is at least as long as its context
-            frames = max(DEFAULT_OVERLAP_FRAMES, round(vocoder_chunk_seconds * self.frontend.config.frame_rate))
+        total = clip_samples(seconds, self.sample_rate)
+        frames = vocoder_chunk_frames(vocoder_chunk_seconds, self.frontend.config.frame_rate, DEFAULT_OVERLAP_FRAMES)
         return self.render(self.latents(total, seed, temperature, prefix, chunk_seconds), total, frames)
 
     def generate(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
@@ -297,48 +300,72 @@ class Generator:
         parts = list(self.stream(seconds, seed, temperature, prefix))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    @torch.inference_mode()
     def vocode(self, log_mel: np.ndarray) -> np.ndarray:
         """Copy-synthesis: a log-mel (n_mels, F) to audio with this generator's vocoder."""
+        import torch
+
         from audiogen.vocoder import vocode
 
-        mel = torch.as_tensor(np.asarray(log_mel, dtype=np.float32), device=self.device)
-        return vocode(self.vocoder, mel).reshape(-1).cpu().numpy()
+        with torch.inference_mode():
+            mel = torch.as_tensor(np.asarray(log_mel, dtype=np.float32), device=self.device)
+            return vocode(self.vocoder, mel).reshape(-1).cpu().numpy()
 
-    @torch.inference_mode()
     def variation_of(self, audio: np.ndarray, amount: float, seed: int) -> torch.Tensor:
         """Latents (1, D, L) near those of ``audio`` (at the generator's sample rate).
 
         ``amount`` 0 keeps the clip's own latents; 1 moves them a whole posterior spread away.
         """
+        import torch
+
         from audiogen.latents import variation
 
-        return variation(self.vae, self.encode(audio), amount, torch.Generator().manual_seed(seed))
+        with torch.inference_mode():
+            return variation(self.vae, self.encode(audio), amount, torch.Generator().manual_seed(seed))
 
-    @torch.inference_mode()
     def encode(self, audio: np.ndarray) -> torch.Tensor:
         """The VAE's latents (1, D, L), posterior means, of mono audio at the generator's rate."""
+        import torch
+
         from audiogen.latents import encode_clip
 
-        mel = self.frontend(torch.as_tensor(audio, device=self.device))[None]
-        return encode_clip(self.vae, mel)
+        with torch.inference_mode():
+            mel = self.frontend(torch.as_tensor(audio, device=self.device))[None]
+            return encode_clip(self.vae, mel)
 
 
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    """This thread's torch intra-op threads set to ``count`` for the block (None: left as they are)."""
-    before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# --------------------------------------------------------------------------------------------
+# The arithmetic of a clip's chunks, shared by every runtime (it works on torch and numpy arrays)
 
 
-def _take(chunks: Iterator[torch.Tensor], frames: int) -> Iterator[torch.Tensor]:
+def clip_samples(seconds: float, sample_rate: int) -> int | None:
+    """Audio samples of a clip of ``seconds`` (``math.inf``: None, an endless stream)."""
+    return None if math.isinf(seconds) else int(round(seconds * sample_rate))
+
+
+def latent_frames(samples: int, hop_length: int, time_ratio: int) -> int:
+    """Latent frames a clip of ``samples`` audio samples is decoded from: one mel frame more than
+    the samples cover (the last frame is centred on the last sample), rounded up to whole latent
+    frames, plus one so the decoder's last window is not cut short."""
+    return math.ceil((samples / hop_length + 1) / time_ratio) + 1
+
+
+def latent_chunk_frames(frames: int | None, latent_rate: float, chunk_seconds: float) -> int:
+    """The prior's chunk, in latent frames, for a clip of ``frames`` (None: endless) at ``latent_rate``
+    frames a second: equal chunks no longer than ``chunk_seconds``, since the prior samples whole
+    chunks and a last short chunk would waste most of a full one (what is sampled does not depend on it)."""
+    longest = max(4, int(chunk_seconds * latent_rate))
+    if frames is None:
+        return longest
+    return math.ceil(frames / math.ceil(frames / longest))
+
+
+def vocoder_chunk_frames(seconds: float | None, frame_rate: float, overlap_frames: int) -> int | None:
+    """The vocoder's chunk in mel frames for ``seconds`` (None: the vocoder's default); a chunk is
+    at least as long as the context on each side of it."""
+    return None if seconds is None else max(overlap_frames, round(seconds * frame_rate))
+
+
+def take_frames(chunks: Iterable[Any], frames: int) -> Iterator[Any]:
     """The first ``frames`` latent frames of a stream of (1, D, l) chunks."""
     left = frames
     if left <= 0:
@@ -351,12 +378,53 @@ def _take(chunks: Iterator[torch.Tensor], frames: int) -> Iterator[torch.Tensor]
             return
 
 
+def exact_length(pieces: Iterator[np.ndarray], samples: int | None) -> Iterator[np.ndarray]:
+    """Audio pieces cut (or, by rounding, padded with silence) to exactly ``samples`` (None: endless)."""
+    if samples is None:
+        yield from pieces
+        return
+    emitted = 0
+    try:
+        for audio in pieces:
+            audio = audio[: samples - emitted]
+            emitted += len(audio)
+            if len(audio):
+                yield audio
+            if emitted >= samples:
+                return
+    finally:
+        pieces.close()  # stops the stage threads when the caller or the length ends the clip
+    if emitted < samples:  # the chain ran short by rounding: pad with silence (never happens in practice)
+        yield np.zeros(samples - emitted, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """This thread's torch intra-op threads set to ``count`` for the block (None: left as they are)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path | None = None,
                    device: str | torch.device = "cpu", with_prior: bool = True) -> Generator:
     """The generation pipeline from exported folders (None: the models bundled with audiogen).
 
     ``with_prior=False`` accepts a VAE-only folder (encode, decode, morph need no prior).
     """
+    import torch
+
+    from audiogen.checkpoint import CheckpointError
+    from audiogen.frontend import MelFrontend
+
     model_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
     vocoder_dir = Path(vocoder_dir) if vocoder_dir is not None else pretrained_dir("vocoder")
     for path, what in ((model_dir, "spectrogram model"), (vocoder_dir, "vocoder")):

@@ -43,7 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
-MANIFEST_VERSION = 1
+from audiogen.onnx_generation import GENERATION_GRAPHS, MANIFEST_VERSION, ort_session
+
 OPSET = 18  # ONNX opset 18 (2022): onnxruntime >= 1.14 runs it, and it has the DFT that the inverse FFT needs
 # torch.export specialises an axis whose example size is 0 or 1 (and then refuses to make it dynamic), so every
 # example has a batch of 2
@@ -206,8 +207,12 @@ def vocoder_graph(vocoder: nn.Module, frames: int = 64) -> ExportableGraph:
         inputs=(TensorSpec("mel", ("B", n_mels, "F"), LOG_MEL_UNITS),),
         outputs=(TensorSpec("audio", ("B", 1, f"F*{hop}"), "waveform in [-1, 1] at the frontend's sample rate"),),
     )
+    from audiogen.vocoder import DEFAULT_CHUNK_FRAMES, DEFAULT_OVERLAP_FRAMES
+
     example = torch.randn(EXAMPLE_BATCH, n_mels, frames) - 5.0
-    return ExportableGraph(spec, module, (example,), {"mel": {0: "B", 2: "F"}}, {"hop_length": hop})
+    # how audiogen.vocoder.vocode_stream chunks a long mel, so another runtime makes the same audio
+    extra = {"hop_length": hop, "chunk_frames": DEFAULT_CHUNK_FRAMES, "overlap_frames": DEFAULT_OVERLAP_FRAMES}
+    return ExportableGraph(spec, module, (example,), {"mel": {0: "B", 2: "F"}}, extra)
 
 
 def vae_decoder_graph(vae: nn.Module, latent_frames: int = 16) -> ExportableGraph:
@@ -314,17 +319,6 @@ def run_graph(path: str | Path, inputs: dict[str, Any], threads: int = 1) -> lis
     return list(ort_session(path, threads).run(None, {k: _numpy(v) for k, v in inputs.items()}))
 
 
-def ort_session(path: str | Path, threads: int = 1):
-    """An onnxruntime CPU session with ``threads`` intra-op threads (no thread spinning between runs)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # spinning steals the shared cores
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _numpy(value: Any):
     import numpy as np
 
@@ -343,21 +337,30 @@ def export_onnx(
     vocoder_dir: str | Path | None = None,
     force: bool = False,
     progress: Any = None,
+    generation_only: bool = False,
 ) -> dict[str, Any]:
     """Export the pipeline's networks to ``out_dir`` (see the module docstring); returns the manifest.
 
     The folder is built beside ``out_dir`` and renamed into place, so ``out_dir`` is either whole
     or absent. ``progress`` (a callable taking a line) hears of each graph as it is written.
+    ``generation_only``: the graphs ``generate`` runs (:data:`audiogen.onnx_generation.GENERATION_GRAPHS`,
+    not the encoder). The manifest's ``sources`` name the weights by
+    :func:`audiogen.clip_tags.model_hash`, which is how ``generate`` finds the graphs of its models.
 
     Raises:
-        ValueError: ``out_dir`` exists and ``force`` is not set, or its parent is missing.
+        ValueError: ``out_dir`` exists and ``force`` is not set, or its parent is missing; with
+            ``generation_only``, a prior with no step graph.
         CheckpointError: a model folder is missing or incomplete.
     """
     import yaml
 
     from audiogen import __version__
     from audiogen.checkpoint import CheckpointError, publish_folder, read_model_dir
+    from audiogen.clip_tags import model_hash
     from audiogen.generation import load_prior, load_vae, load_vocoder, pretrained_dir
+
+    model_name = "bundled" if model_dir is None else str(model_dir)
+    vocoder_name = "bundled" if vocoder_dir is None else str(vocoder_dir)
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
@@ -375,7 +378,9 @@ def export_onnx(
     vocoder = load_vocoder(vocoder_dir, vae.frontend_config)
     spec_config, _ = read_model_dir(model_dir, [])
     vocoder_config, _ = read_model_dir(vocoder_dir, [])
-    graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae), vae_encoder_graph(vae)]
+    graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae)]
+    if not generation_only:
+        graphs.append(vae_encoder_graph(vae))
     not_exported: dict[str, str] = {}
     if (model_dir / "prior.safetensors").exists():
         step = prior_step_graph(load_prior(model_dir, vae.latent_dim))
@@ -385,6 +390,8 @@ def export_onnx(
             graphs.append(step)
     else:
         not_exported["prior_step"] = f"{model_dir} holds no prior (a VAE-only model folder)"
+    if generation_only and "prior_step" in not_exported:
+        raise ValueError(f"{model_dir}: no generation graphs: {not_exported['prior_step']} (generate runs it on PyTorch)")
 
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
@@ -407,9 +414,11 @@ def export_onnx(
             "graphs": {g.spec.name: {**g.spec.to_dict(), **g.extra, "sha256": _sha256(tmp / g.spec.file)}
                        for g in graphs},
             "not_exported": not_exported,
-            "sources": {
-                "model": {"dir": str(model_dir), "vae_sha256": _sha256(model_dir / "vae.safetensors")},
-                "vocoder": {"dir": str(vocoder_dir), "vocoder_sha256": _sha256(vocoder_dir / "vocoder.safetensors")},
+            "sources": {  # dir: as named ("bundled": the models shipped with audiogen)
+                "model": {"dir": model_name, "weights_sha": model_hash(model_dir),
+                          "vae_sha256": _sha256(model_dir / "vae.safetensors")},
+                "vocoder": {"dir": vocoder_name, "weights_sha": model_hash(vocoder_dir),
+                            "vocoder_sha256": _sha256(vocoder_dir / "vocoder.safetensors")},
             },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -61,12 +61,12 @@ def worker(graphs: Path, threads: int, seconds: float, repeats: int, prior: bool
     import torch
 
     from audiogen.generation import load_vae, load_vocoder
-    from audiogen.onnx_export import ort_session
+    from audiogen.onnx_generation import ort_session
 
     torch.set_num_threads(threads)
     manifest = json.loads((graphs / "manifest.json").read_text())
-    vae, _ = load_vae(manifest["sources"]["model"]["dir"])  # the very models the graphs were exported from
-    vocoder = load_vocoder(manifest["sources"]["vocoder"]["dir"])
+    vae, _ = load_vae(source_dir(manifest, "model"))  # the very models the graphs were exported from
+    vocoder = load_vocoder(source_dir(manifest, "vocoder"))
     frame_rate = manifest["frontend"]["sample_rate"] / manifest["frontend"]["hop_length"]
     generator = torch.Generator().manual_seed(0)
     latent_frames = round(seconds * frame_rate / vae.time_ratio)
@@ -101,6 +101,14 @@ def worker(graphs: Path, threads: int, seconds: float, repeats: int, prior: bool
     return rows
 
 
+def source_dir(manifest: dict[str, Any], name: str) -> Path:
+    """The model folder a graph folder was exported from (``bundled``: the one shipped with audiogen)."""
+    from audiogen.generation import pretrained_dir
+
+    folder = manifest["sources"][name]["dir"]
+    return pretrained_dir("spec" if name == "model" else "vocoder") if folder == "bundled" else Path(folder)
+
+
 PRIOR_STEPS = 100  # frames per timed call: one frame costs well under a millisecond
 
 
@@ -110,11 +118,11 @@ def time_prior_steps(path: Path, repeats: int) -> dict[str, Any]:
     import torch
 
     from audiogen.generation import load_prior, load_vae
-    from audiogen.onnx_export import ort_session
+    from audiogen.onnx_generation import ort_session
     from audiogen.priors import one_thread
 
     manifest = json.loads((path.parent / "manifest.json").read_text())
-    model_dir = manifest["sources"]["model"]["dir"]
+    model_dir = source_dir(manifest, "model")
     prior = load_prior(model_dir, load_vae(model_dir)[0].latent_dim)
     session = ort_session(path, 1)
     state_shape = manifest["graphs"]["prior_step"]["inputs"][1]["shape"]

@@ -2,26 +2,38 @@
 
     audiogen export-onnx --out onnx/                          # the bundled models
     audiogen export-onnx --model RUN/best --vocoder VOC/best --out onnx/ --force
+    audiogen export-onnx --model RUN/best --vocoder VOC/best --cache   # generate runs these on onnxruntime
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from audiogen.cli import EXIT_OK, add_version_option, one_line_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from audiogen.cli.arguments import OneLineParser
+
+    p = OneLineParser(
         prog="audiogen export-onnx",
         description="Write the vocoder, the VAE decoder and encoder and the prior's one-step function as ONNX "
                     "graphs (dynamic time axes), with the frontend and model configs and a manifest.json.",
     )
     p.add_argument("--model", help="spectrogram model folder (RUN/best of a VAE or prior run); default: bundled")
     p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
-    p.add_argument("--out", required=True, help="folder to create (written whole or not at all)")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists (default: refuse)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="folder to create (written whole or not at all)")
+    where.add_argument("--cache", action="store_true",
+                       help="write the graphs generate runs (not the encoder) into the cache, where generate finds "
+                            "them by the weights' hashes and then runs these models on onnxruntime, without torch "
+                            "($AUDIOGEN_CACHE_DIR/onnx, else $XDG_CACHE_HOME/audiogen/onnx, else "
+                            "~/.cache/audiogen/onnx); the bundled models' graphs ship with audiogen")
+    p.add_argument("--generation-only", action="store_true",
+                   help="with --out: only the graphs generate runs, as --cache writes (default: all four)")
+    p.add_argument("--force", action="store_true", help="replace the folder if it exists (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_version_option(p)
     return p
@@ -43,11 +55,32 @@ def _export(args: argparse.Namespace) -> int:
         import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
     except ImportError:
         raise ValueError('export-onnx needs onnx and onnxscript: pip install -e ".[onnx]"') from None
-    manifest = export_onnx(args.out, args.model, args.vocoder, force=args.force, progress=None if args.quiet else say)
+    out = cache_folder(args.model, args.vocoder) if args.cache else Path(args.out)
+    manifest = export_onnx(out, args.model, args.vocoder, force=args.force, progress=None if args.quiet else say,
+                           generation_only=args.cache or args.generation_only)
     if not args.quiet:
         for name, graph in manifest["graphs"].items():
             shapes = ", ".join(f"{t['name']} {tuple(t['shape'])}" for t in graph["inputs"])
-            say(f"{args.out}/{graph['file']}: {name} ({shapes})")
+            say(f"{out}/{graph['file']}: {name} ({shapes})")
         for name, why in manifest["not_exported"].items():
             say(f"not exported: {name}: {why}")
     return EXIT_OK
+
+
+def cache_folder(model: str | None, vocoder: str | None) -> Path:
+    """The cache folder of these models' graphs, its parents made (refused when their graphs ship with audiogen)."""
+    from audiogen.checkpoint import CheckpointError
+    from audiogen.clip_tags import model_hash
+    from audiogen.generation import pretrained_dir
+    from audiogen.onnx_generation import bundled_graphs_dir, cached_graphs_dir, find_graphs
+
+    folders = [Path(model) if model else pretrained_dir("spec"), Path(vocoder) if vocoder else pretrained_dir("vocoder")]
+    for folder, what in zip(folders, ("spectrogram model", "vocoder"), strict=True):
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder}: {what} folder not found")
+    hashes = [model_hash(folder) for folder in folders]
+    if find_graphs(*hashes) == bundled_graphs_dir():
+        raise ValueError(f"--cache: these models' graphs ship with audiogen ({bundled_graphs_dir()}): nothing to do")
+    out = cached_graphs_dir(*hashes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out

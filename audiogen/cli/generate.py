@@ -65,6 +65,13 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                         "and the vocoder at once, one thread each, and make what --threads 1 makes (default: "
                         "OMP_NUM_THREADS when set, else "
                         "all cores, or 1 when the load average says the cores are busy)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="what runs the networks: onnxruntime (numpy and onnxruntime only, without importing torch; "
+                        "several times faster on a CPU) needs the onnx extra and ONNX graphs of the models: those "
+                        "of the bundled models ship with audiogen, `audiogen export-onnx --model M --vocoder V "
+                        "--cache` makes them for others; the same seed makes the same music either way, to float "
+                        "rounding. auto takes onnxruntime where it can (a CPU, a mixture prior, no --like) and "
+                        "PyTorch otherwise, without a word (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off: a bar for clips of 20 s "
                                                         "or more)")
     add_version_option(p)
@@ -228,77 +235,142 @@ def main(argv: list[str] | None = None, prog: str = "generate") -> int:
 def _run(args: argparse.Namespace) -> int:
     import math
 
-    import torch
     from tqdm.auto import tqdm
 
-    from audiogen.audio import load_audio
-    from audiogen.generation import DEFAULT_TEMPERATURE, load_generator, stream_wav, write_clip
+    from audiogen.clip_tags import model_hash
+    from audiogen.generation import DEFAULT_TEMPERATURE, pretrained_dir, stream_wav, write_clip
 
-    device = prepare_device(args.device, args.threads)
-    generator = load_generator(args.model, args.vocoder, device=device)
-    # the stages on threads of their own pay off on long clips only: measured in one run on an idle
-    # 2-core machine, 120 s took 0.93x the serial time, 30 s 1.15x (threads cost more than they hide)
-    generator.pipelined = (device == "cpu" and torch.get_num_threads() >= 2
-                           and (math.isinf(args.seconds) or args.seconds >= PIPELINE_MIN_SECONDS))
+    hashes = (model_hash(args.model or pretrained_dir("spec")), model_hash(args.vocoder or pretrained_dir("vocoder")))
+    generator = load_models(args, *hashes)
+    endless = math.isinf(args.seconds)
     if args.temperature is None:
         args.temperature = DEFAULT_TEMPERATURE
-    endless = math.isinf(args.seconds)
     total = None if endless else int(round(args.seconds * generator.sample_rate))
     if total is not None:
         check_length(total, generator, f"--seconds {args.seconds:g}")
-    # only the seconds of --like that the clip uses are read: a 3-hour file costs what 10 s do
-    # (an endless clip starts as a variation of the file's first minute)
-    like_seconds = generator.like_seconds(total) if total is not None else ENDLESS_LIKE_SECONDS
-    like_audio = load_audio(args.like, generator.sample_rate, seconds=like_seconds)[0] if args.like else None
+    like_audio = None
+    if args.like:
+        from audiogen.audio import load_audio
+
+        # only the seconds of --like that the clip uses are read: a 3-hour file costs what 10 s do
+        # (an endless clip starts as a variation of the file's first minute)
+        like_seconds = generator.like_seconds(total) if total is not None else ENDLESS_LIKE_SECONDS
+        like_audio = load_audio(args.like, generator.sample_rate, seconds=like_seconds)[0]
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log = sys.stderr
     if args.seed is None:
         print(f"seed {seed} (pass --seed {seed} to make the same clip again)", file=log)
     names = ["-"] if args.out == "-" else output_names(args.out, args.num)
-    provenance = _clip_tags(args, seed) if args.out != "-" else {}  # the weights are hashed once, not per clip
+    provenance = {**_clip_tags(args, seed, *hashes), "runtime": generator.runtime} if args.out != "-" else {}
     for index, name in enumerate(names):
         clip_seed = seed + index
-        prefix = generator.variation_of(like_audio, args.variation, clip_seed) if like_audio is not None else None
+        prefix = {"prefix": generator.variation_of(like_audio, args.variation, clip_seed)} if args.like else {}
         show = not args.quiet and args.seconds >= 20
         with tqdm(total=total, unit="sample", unit_scale=True, disable=not show, file=log,
                   desc=f"clip {index + 1}/{len(names)}", leave=False) as bar:
             if name == "-":
                 # small chunks: the first audio leaves within a fraction of a second of the models loading
-                chunks = generator.stream(args.seconds, clip_seed, args.temperature, prefix=prefix,
+                chunks = generator.stream(args.seconds, clip_seed, args.temperature, **prefix,
                                           chunk_seconds=STREAM_CHUNK_SECONDS,
                                           vocoder_chunk_seconds=STREAM_CHUNK_SECONDS)
                 stream_wav(chunks, sys.stdout.buffer, generator.sample_rate, total, progress=bar)
                 return 0
-            chunks = generator.stream(args.seconds, clip_seed, args.temperature, prefix=prefix)
+            chunks = generator.stream(args.seconds, clip_seed, args.temperature, **prefix)
             write_clip(chunks, name, generator.sample_rate, progress=bar, force=args.force,
                        tags={**provenance, "seed": clip_seed})
         print(f"wrote {name} ({args.seconds:g} s, {generator.sample_rate} Hz, seed {clip_seed})", file=log)
     return 0
 
 
+def load_models(args: argparse.Namespace, model_sha: str, vocoder_sha: str) -> Any:
+    """The generator this run uses: on onnxruntime where :func:`onnx_graphs` finds graphs, else on
+    PyTorch; its stages on threads of their own for long clips with two threads or more."""
+    import math
+
+    # the stages on threads of their own pay off on long clips only (see PIPELINE_MIN_SECONDS)
+    long_clip = math.isinf(args.seconds) or args.seconds >= PIPELINE_MIN_SECONDS
+    graphs = onnx_graphs(args, model_sha, vocoder_sha)
+    if graphs is not None:
+        from audiogen.onnx_generation import load_onnx_generator
+
+        threads = args.threads or _env_threads() or default_threads()
+        generator = load_onnx_generator(graphs, threads)
+        generator.pipelined = threads >= 2 and long_clip
+        return generator
+    import torch
+
+    from audiogen.generation import load_generator
+
+    device = prepare_device(args.device, args.threads)
+    generator = load_generator(args.model, args.vocoder, device=device)
+    generator.pipelined = device == "cpu" and torch.get_num_threads() >= 2 and long_clip
+    return generator
+
+
+def onnx_graphs(args: argparse.Namespace, model_sha: str, vocoder_sha: str) -> Path | None:
+    """The folder of ONNX graphs this run uses (:mod:`audiogen.onnx_generation`), or None for PyTorch.
+
+    Decided without importing torch. ``--runtime auto`` takes PyTorch, silently, wherever onnxruntime
+    cannot run the whole clip; ``--runtime onnxruntime`` says why in one line (ValueError).
+    """
+    from audiogen.onnx_generation import find_graphs, onnxruntime_available
+
+    if args.runtime == "torch":
+        return None
+    graphs, why = None, None
+    if args.like:
+        why = "--like encodes its clip with the VAE's encoder, which runs on PyTorch"
+    elif args.device == "cuda" or (args.device == "auto" and gpu_present()):
+        why = "a GPU runs on PyTorch (pass --device cpu)"
+    elif not onnxruntime_available():
+        why = 'onnxruntime is not installed (pip install -e ".[onnx]")'
+    else:
+        graphs = find_graphs(model_sha, vocoder_sha)
+        if graphs is None:
+            why = ("no ONNX graphs of these models' weights (a prior other than the mixture prior has none; else "
+                   "`audiogen export-onnx --model M --vocoder V --cache` makes them once)")
+    if why is not None and args.runtime == "onnxruntime":
+        raise ValueError(f"--runtime onnxruntime: {why}")
+    return graphs
+
+
+# device nodes of the GPU drivers torch can use (NVIDIA's, and ROCm's, which torch also calls cuda):
+# without them, --device auto means the CPU, which is known without importing torch
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/kfd")
+
+
+def gpu_present() -> bool:
+    return any(os.path.exists(path) for path in GPU_DEVICE_FILES)
+
+
+def _env_threads() -> int | None:
+    """OMP_NUM_THREADS as a count, when it is one (torch follows it by itself; onnxruntime is told)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 ENDLESS_LIKE_SECONDS = 60.0
+# stages on threads of their own pay off on long clips only: on PyTorch, measured in one run on an idle
+# 2-core machine, 120 s took 0.93x the serial time and 30 s 1.15x (threads cost more than they hide)
 PIPELINE_MIN_SECONDS = 60.0
 STREAM_CHUNK_SECONDS = 2.0  # prior and vocoder chunks of --out -: first audio soon, little extra vocoder work
 
 
-def _clip_tags(args: argparse.Namespace, seed: int) -> dict:
+def _clip_tags(args: argparse.Namespace, seed: int, model_sha: str, vocoder_sha: str) -> dict:
     """The provenance a clip carries: what ``audiogen info`` prints and remakes it from."""
     from audiogen import __version__
-    from audiogen.clip_tags import clip_tags, model_hash
-    from audiogen.generation import pretrained_dir
+    from audiogen.clip_tags import clip_tags
 
-    model = args.model or pretrained_dir("spec")
-    vocoder = args.vocoder or pretrained_dir("vocoder")
     return clip_tags(version=__version__, seed=seed, temperature=args.temperature, seconds=args.seconds,
-                     model=args.model or "bundled", model_sha=model_hash(model),
-                     vocoder=args.vocoder or "bundled", vocoder_sha=model_hash(vocoder),
+                     model=args.model or "bundled", model_sha=model_sha,
+                     vocoder=args.vocoder or "bundled", vocoder_sha=vocoder_sha,
                      like=args.like, variation=args.variation if args.like else None)
 
 
 def check_length(samples: int, generator: Any, what: str) -> None:
     """Refuse a clip shorter than one frame of the model (it would be a WAV of no music);
     ``what`` names the option or file in the message."""
-    hop = generator.frontend.config.hop_length
+    hop = generator.hop_length
     if samples < hop:
         raise ValueError(f"{what} is shorter than one frame of the model "
                          f"({hop} samples, {1000 * hop / generator.sample_rate:.1f} ms)")

@@ -1,0 +1,458 @@
+"""Generation under onnxruntime, with numpy and without torch: what ``generate`` runs when it can.
+
+The same pipeline as :class:`audiogen.generation.Generator` — the mixture prior's step, the VAE
+decoder and the vocoder, streamed with the same chunks and overlaps — on the graphs of
+:mod:`audiogen.onnx_export`. Why a second runtime: on the project's 2-core CPUs importing torch alone
+takes 1.3-1.4 s, and onnxruntime runs the prior's one-frame step several times faster than
+PyTorch's many small ops; measured side by side in ``tools/bench.py --only generate``.
+
+The same seed makes the same music as the PyTorch path. The random numbers are torch's own:
+:class:`TorchSamplingNoise` replays the stream of a seeded ``torch.Generator`` (its Mersenne
+Twister, its 24-bit uniforms and its Box-Muller layout for ``randn``) in numpy, so every frame
+gets the uniform and the normals that :class:`audiogen.mixture_prior.SamplingNoise` gives it,
+the uniforms bit for bit and the normals within a few float32 ulps (torch's vectorised log and
+cos). What is left are the graphs' float differences from PyTorch (≤ 1e-4, tests/test_onnx.py):
+the clips agree within the tolerance tests/test_onnx_generation.py states, and they would part
+only where a frame's uniform falls within such a difference of a mixture boundary.
+
+Where the graphs come from (:func:`find_graphs`): a folder of ``audiogen export-onnx`` whose
+manifest names the very weights being run, either shipped beside the bundled models
+(``audiogen/pretrained/onnx``) or written once into the cache by ``audiogen export-onnx --cache``
+(:func:`cache_dir`). Only the mixture prior (kind ``latent_prior``) has a step graph; other priors,
+``--like`` and GPUs stay with PyTorch.
+
+Nothing here imports torch; onnxruntime is imported when a generator is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiogen.generation import (
+    DEFAULT_TEMPERATURE,
+    clip_samples,
+    exact_length,
+    latent_chunk_frames,
+    latent_frames,
+    pretrained_dir,
+    take_frames,
+    vocoder_chunk_frames,
+)
+
+MANIFEST_VERSION = 1  # of the manifest.json audiogen.onnx_export writes
+GENERATION_GRAPHS = ("prior_step", "vae_decoder", "vocoder")  # what generate runs (not the encoder)
+CACHE_ENV = "AUDIOGEN_CACHE_DIR"
+
+
+# --------------------------------------------------------------------------------------------
+# Where the graphs are
+
+
+def cache_dir() -> Path:
+    """audiogen's cache folder: ``$AUDIOGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/audiogen``, else ``~/.cache/audiogen``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "audiogen"
+
+
+def graphs_key(model_sha: str, vocoder_sha: str) -> str:
+    """The name of a folder of graphs: the short hashes of the two model folders' weights
+    (:func:`audiogen.clip_tags.model_hash`), so new weights never meet old graphs."""
+    return f"{model_sha}-{vocoder_sha}"
+
+
+def cached_graphs_dir(model_sha: str, vocoder_sha: str) -> Path:
+    """Where ``audiogen export-onnx --cache`` writes the graphs of these weights."""
+    return cache_dir() / "onnx" / graphs_key(model_sha, vocoder_sha)
+
+
+def bundled_graphs_dir() -> Path:
+    """The graphs shipped beside the bundled models."""
+    return pretrained_dir("onnx")
+
+
+def find_graphs(model_sha: str, vocoder_sha: str) -> Path | None:
+    """The first folder of generation graphs made from exactly these weights, else None.
+
+    A folder counts when its manifest's ``sources`` name both hashes and it holds every graph of
+    :data:`GENERATION_GRAPHS`; stale graphs (the weights changed since the export) are passed over.
+    """
+    for folder in (bundled_graphs_dir(), cached_graphs_dir(model_sha, vocoder_sha)):
+        manifest = read_manifest(folder)
+        if manifest is None:
+            continue
+        sources = manifest.get("sources", {})
+        if (sources.get("model", {}).get("weights_sha") == model_sha
+                and sources.get("vocoder", {}).get("weights_sha") == vocoder_sha
+                and all((folder / f"{name}.onnx").is_file() for name in GENERATION_GRAPHS)
+                and set(GENERATION_GRAPHS) <= set(manifest.get("graphs", {}))):
+            return folder
+    return None
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """A graphs folder's manifest, or None when it has none that this version reads."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(manifest, dict) and manifest.get("format_version") == MANIFEST_VERSION
+    return manifest if ok else None
+
+
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime can be imported (the ``onnx`` extra), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# torch's random numbers, in numpy
+
+MT_MASK = 0xFFFFFFFF
+
+
+def torch_generator_state(seed: int) -> dict[str, Any]:
+    """numpy's MT19937 state equal to ``torch.Generator().manual_seed(seed)``'s.
+
+    torch seeds its Mersenne Twister with the reference ``init_genrand`` recurrence on the seed's
+    low 32 bits and draws its first number after a full twist, which is numpy's state with the
+    position at the end of the key.
+    """
+    key = np.empty(624, dtype=np.uint32)
+    value = seed & MT_MASK
+    for i in range(624):
+        key[i] = value
+        value = (1812433253 * (value ^ (value >> 30)) + i + 1) & MT_MASK
+    return {"bit_generator": "MT19937", "state": {"key": key, "pos": 624}}
+
+
+class TorchRandom:
+    """The float32 numbers a seeded ``torch.Generator`` gives ``torch.rand`` and ``torch.randn`` on the CPU."""
+
+    def __init__(self, seed: int):
+        self.bits = np.random.MT19937()
+        self.bits.state = torch_generator_state(seed)
+
+    def rand(self, n: int) -> np.ndarray:
+        """``torch.rand(n)``: the low 24 bits of each 32-bit draw, times 2^-24 (exactly torch's)."""
+        raw = self.bits.random_raw(n).astype(np.uint32)
+        return (raw & 0xFFFFFF).astype(np.float32) * np.float32(2.0**-24)
+
+    def randn(self, n: int) -> np.ndarray:
+        """``torch.randn(n)`` for ``n`` a multiple of 16 (torch's ``normal_fill``).
+
+        torch fills the tensor with uniforms, then turns each block of 16 into normals by
+        Box-Muller: u1 = 1 - x[0:8], u2 = x[8:16], r = sqrt(-2 log u1), and the block becomes
+        r·cos(2π u2) then r·sin(2π u2). In float32, as torch computes it.
+        """
+        if n % 16:
+            raise ValueError(f"randn of {n} numbers: only multiples of 16 follow torch's block layout")
+        u = self.rand(n).reshape(-1, 2, 8)
+        radius = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - u[:, 0]))
+        theta = np.float32(2.0 * math.pi) * u[:, 1]
+        return np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=1).reshape(-1)
+
+
+class TorchSamplingNoise:
+    """numpy twin of :class:`audiogen.mixture_prior.SamplingNoise`: per frame one uniform and ``dim``
+    normals, drawn in blocks of 64 frames (a uniform block, then a normal block) from ``seed``."""
+
+    BLOCK = 64
+
+    def __init__(self, dim: int, seed: int):
+        self.dim, self.random = dim, TorchRandom(seed)
+        self.index = self.BLOCK
+        self.uniform = self.normal = None
+
+    def next(self) -> tuple[np.float32, np.ndarray]:
+        """(u in [0, 1), eps (dim,))."""
+        if self.index == self.BLOCK:
+            self.uniform = self.random.rand(self.BLOCK)
+            self.normal = self.random.randn(self.BLOCK * self.dim).reshape(self.BLOCK, self.dim)
+            self.index = 0
+        i = self.index
+        self.index += 1
+        return self.uniform[i], self.normal[i]
+
+
+# --------------------------------------------------------------------------------------------
+# The three stages
+
+
+@dataclass(frozen=True)
+class MixtureHead:
+    """How to read the prior step's ``params`` (the manifest's prior_step facts)."""
+
+    num_mixtures: int
+    latent_dim: int
+    min_log_scale: float
+
+
+def draw_frame(params: np.ndarray, head: MixtureHead, temperature: float, u: np.float32, eps: np.ndarray) -> np.ndarray:
+    """One frame (D,) from the step's params (K(1 + 2D),): :meth:`LatentPrior.draw` in float32 numpy.
+
+    The component is the first whose cumulative probability (of ``softmax(logits / temperature)``)
+    reaches ``u``; temperature 0 takes the likeliest component's mean.
+    """
+    k, d = head.num_mixtures, head.latent_dim
+    logits = params[:k]
+    if temperature <= 0:
+        c = int(np.argmax(logits))
+        return params[k + c * d: k + (c + 1) * d].copy()
+    scaled = logits / np.float32(temperature)
+    weights = np.exp(scaled - scaled.max())
+    probs = weights / weights.sum()
+    c = min(int(np.count_nonzero(np.cumsum(probs) < u)), k - 1)
+    mean = params[k + c * d: k + (c + 1) * d]
+    log_scale = np.maximum(params[k + (k + c) * d: k + (k + c + 1) * d], np.float32(head.min_log_scale))
+    return mean + np.exp(log_scale) * (np.float32(math.sqrt(temperature)) * eps)
+
+
+class OnnxPrior:
+    """The mixture prior stepped by its graph: :meth:`LatentPrior.sample_stream` without torch."""
+
+    def __init__(self, session: Any, head: MixtureHead, state_shape: tuple[int, int]):
+        self.session, self.head, self.state_shape = session, head, state_shape
+
+    def sample_stream(self, chunk_frames: int, temperature: float, seed: int) -> Iterator[np.ndarray]:
+        """Latent chunks (1, D, chunk_frames) forever, from the start of a piece."""
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        d = self.head.latent_dim
+        state = np.zeros((1, *self.state_shape), dtype=np.float32)
+        frame = np.zeros((1, d), dtype=np.float32)  # a zero frame into a zero state: the first frame's distribution
+        params, state = self.session.run(None, {"frame": frame, "state": state})
+        noise = TorchSamplingNoise(d, seed)
+        while True:
+            chunk = np.empty((1, d, chunk_frames), dtype=np.float32)
+            for i in range(chunk_frames):
+                frame = draw_frame(params[0], self.head, temperature, *noise.next())
+                chunk[0, :, i] = frame
+                params, state = self.session.run(None, {"frame": frame[None], "state": state})
+            yield chunk
+
+
+def decode_stream(decode: Any, latent_chunks: Iterable[np.ndarray], overlap: int, ratio: int) -> Iterator[np.ndarray]:
+    """:func:`audiogen.latents.decode_stream` on numpy arrays: mel pieces (n_mels, l · ratio) as soon as final.
+
+    ``decode`` maps latents (1, D, L) to mel (1, n_mels, L · ratio); each piece is decoded with
+    ``overlap`` latent frames of context on each side, so the pieces join into the whole decode.
+    """
+    pending: np.ndarray | None = None  # latent frames [start, start + len)
+    start = emitted = 0  # global latent indices: first frame held; first frame not yet decoded
+
+    def window(stop: int) -> np.ndarray:
+        first = max(start, emitted - overlap)
+        mel = decode(pending[..., first - start:])[0]
+        return mel[:, (emitted - first) * ratio: (stop - first) * ratio]
+
+    for chunk in latent_chunks:
+        pending = chunk if pending is None else np.concatenate([pending, chunk], axis=-1)
+        ready = start + pending.shape[-1] - overlap
+        if ready > emitted:
+            yield window(ready)
+            emitted = ready
+            keep = max(start, emitted - overlap)
+            pending, start = pending[..., keep - start:], keep
+    if pending is not None and start + pending.shape[-1] > emitted:
+        yield window(start + pending.shape[-1])
+
+
+class ChunkedVocoder:
+    """:class:`audiogen.vocoder._ChunkedVocoder` on numpy arrays, for one unbatched stream.
+
+    Chunk ``i`` owns mel frames ``[i · chunk, (i + 1) · chunk)``, is run with ``overlap`` frames of
+    context on each side, and meets the next chunk in a raised-cosine crossfade over ``overlap``
+    frames centred on the boundary: the layout (and so the audio) of the PyTorch path.
+    """
+
+    def __init__(self, vocode: Any, chunk_frames: int, overlap_frames: int, hop: int):
+        if chunk_frames < 1 or overlap_frames < 0 or chunk_frames < overlap_frames:
+            raise ValueError("chunk_frames must be >= 1 and >= overlap_frames >= 0")
+        self.vocode, self.chunk, self.context, self.hop = vocode, chunk_frames, overlap_frames, hop
+        self.half = overlap_frames // 2
+        fade = 2 * self.half * hop
+        self.fade_in = (0.5 - 0.5 * np.cos(math.pi * (np.arange(fade) + 0.5) / max(fade, 1))).astype(np.float32)
+        self.mel: np.ndarray | None = None  # buffered frames (n_mels, n)
+        self.mel_start = 0  # global index of the first buffered frame
+        self.next_chunk = 0  # global start frame of the next chunk to run
+        self.tail: np.ndarray | None = None  # the previous chunk's output over the next crossfade
+
+    def push(self, mel: np.ndarray) -> list[np.ndarray]:
+        """Add frames (n_mels, f); return the audio (n,) that became final."""
+        self.mel = mel if self.mel is None else np.concatenate([self.mel, mel], axis=-1)
+        out = []
+        while self._end() >= self.next_chunk + self.chunk + max(self.context, 1):
+            out.append(self._run_chunk(self.next_chunk + self.chunk, last=False))
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        """The input has ended: the remaining chunks' audio."""
+        out, end = [], self._end()
+        while self.mel is not None and self.next_chunk < end:
+            stop = min(self.next_chunk + self.chunk, end)
+            out.append(self._run_chunk(stop, last=stop == end))
+        return out
+
+    def _end(self) -> int:
+        return self.mel_start + (0 if self.mel is None else self.mel.shape[-1])
+
+    def _run_chunk(self, stop: int, last: bool) -> np.ndarray:
+        start, hop, end = self.next_chunk, self.hop, self._end()
+        first = start == 0
+        lo, hi = max(0, start - self.context), min(end, stop + self.context)
+        audio = self.vocode(self.mel[None, :, lo - self.mel_start: hi - self.mel_start])[0, 0]  # ((hi - lo) · hop,)
+
+        def take(a: int, b: int) -> np.ndarray:  # global frame range → this chunk's samples
+            return audio[(a - lo) * hop: (b - lo) * hop]
+
+        keep_from = start if first else max(0, start - self.half)
+        fade_to = min(end, start + self.half) if not first else start
+        hand_over = stop if last else stop - self.half
+        pieces = []
+        if not first:
+            ramp = self.fade_in[: (fade_to - keep_from) * hop]
+            pieces.append(self.tail * (1 - ramp) + take(keep_from, fade_to) * ramp)
+        pieces.append(take(fade_to, max(fade_to, hand_over)))
+        if not last:
+            self.tail = take(hand_over, min(end, stop + self.half))
+        self.next_chunk = stop
+        drop = max(0, self.next_chunk - self.context - self.mel_start)  # frames before the next left context
+        self.mel, self.mel_start = self.mel[..., drop:], self.mel_start + drop
+        return np.concatenate(pieces)
+
+
+# --------------------------------------------------------------------------------------------
+# The generator
+
+
+def ort_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session with ``threads`` intra-op threads that do not spin between runs
+    (spinning threads steal the cores the other stages and other jobs need)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class OnnxGenerator:
+    """Seeds to piano audio on onnxruntime: the generating part of :class:`audiogen.generation.Generator`."""
+
+    prior: OnnxPrior
+    decoder: Any  # onnxruntime session of vae_decoder.onnx
+    vocoder: Any  # onnxruntime session of vocoder.onnx
+    sample_rate: int
+    hop_length: int
+    time_ratio: int
+    decoder_context: int
+    vocoder_chunk: int
+    vocoder_overlap: int
+    graphs: Path
+    pipelined: bool = False  # the prior and the VAE decoder on threads of their own (see audio())
+    runtime = "onnxruntime"
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def latent_frames(self, samples: int) -> int:
+        return latent_frames(samples, self.hop_length, self.time_ratio)
+
+    def latents(self, samples: int | None, seed: int, temperature: float = DEFAULT_TEMPERATURE,
+                chunk_seconds: float = 8.0) -> Iterator[np.ndarray]:
+        """The latent chunks (1, D, l) of a clip of ``samples`` samples (None: endless), as the prior draws them."""
+        frames = None if samples is None else self.latent_frames(samples)
+        chunk = latent_chunk_frames(frames, self.frame_rate / self.time_ratio, chunk_seconds)
+        sampled = self.prior.sample_stream(chunk, temperature, seed)
+        return sampled if frames is None else take_frames(sampled, frames)
+
+    def mels(self, latents: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks."""
+
+        def decode(z: np.ndarray) -> np.ndarray:
+            return self.decoder.run(None, {"latents": z})[0]
+
+        return decode_stream(decode, latents, self.decoder_context, self.time_ratio)
+
+    def audio(self, latents: Iterable[np.ndarray], vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Float32 audio pieces (n,) as the latents arrive.
+
+        With :attr:`pipelined`, the prior and the VAE decoder each run on a thread of their own
+        (:func:`audiogen.pipeline.threaded`; onnxruntime lets go of the GIL while a graph runs), so
+        the prior draws the next chunk while this thread vocodes the last one. Each stage sees the
+        same items in the same order, so the audio does not depend on it.
+        """
+        from audiogen.pipeline import threaded
+
+        if self.pipelined:
+            latents = threaded(latents, depth=2, name="prior", inference_mode=False)
+        mels = self.mels(latents)
+        if self.pipelined:
+            mels = threaded(mels, depth=2, name="vae-decoder", inference_mode=False)
+
+        def vocode(mel: np.ndarray) -> np.ndarray:
+            return self.vocoder.run(None, {"mel": mel})[0]
+
+        runner = ChunkedVocoder(vocode, vocoder_chunk_frames or self.vocoder_chunk, self.vocoder_overlap,
+                                self.hop_length)
+        for mel in mels:
+            yield from runner.push(mel)
+        yield from runner.finish()
+
+    def stream(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
+               chunk_seconds: float = 8.0, vocoder_chunk_seconds: float | None = None) -> Iterator[np.ndarray]:
+        """Float32 audio chunks adding up to exactly ``seconds`` × sample rate samples (see
+        :meth:`audiogen.generation.Generator.stream`; ``math.inf``: endless)."""
+        total = clip_samples(seconds, self.sample_rate)
+        frames = vocoder_chunk_frames(vocoder_chunk_seconds, self.frame_rate, self.vocoder_overlap)
+        return exact_length(self.audio(self.latents(total, seed, temperature, chunk_seconds), frames), total)
+
+    def generate(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+        """A whole clip in memory (float32, not normalised)."""
+        parts = list(self.stream(seconds, seed, temperature))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def load_onnx_generator(graphs: str | Path, threads: int = 1) -> OnnxGenerator:
+    """Sessions on a folder of generation graphs; the VAE decoder and the vocoder get ``threads``
+    intra-op threads, the prior's step one (its matrices are too small to split).
+
+    Raises:
+        ValueError: the folder holds no manifest this version reads, or lacks a generation graph.
+    """
+    graphs = Path(graphs)
+    manifest = read_manifest(graphs)
+    if manifest is None:
+        raise ValueError(f"{graphs}: no manifest.json of audiogen export-onnx (format {MANIFEST_VERSION})")
+    missing = [name for name in GENERATION_GRAPHS if name not in manifest.get("graphs", {})]
+    if missing:
+        raise ValueError(f"{graphs}: no {', '.join(missing)} graph ({manifest.get('not_exported', {})})")
+    facts = manifest["graphs"]
+    step, decoder, vocoder = facts["prior_step"], facts["vae_decoder"], facts["vocoder"]
+    head = MixtureHead(step["num_mixtures"], step["latent_dim"], step["min_log_scale"])
+    state_shape = tuple(step["inputs"][1]["shape"][1:])
+    frontend = manifest["frontend"]
+    return OnnxGenerator(
+        prior=OnnxPrior(ort_session(graphs / step["file"], 1), head, state_shape),
+        decoder=ort_session(graphs / decoder["file"], threads),
+        vocoder=ort_session(graphs / vocoder["file"], threads),
+        sample_rate=frontend["sample_rate"], hop_length=frontend["hop_length"],
+        time_ratio=decoder["time_ratio"], decoder_context=decoder["context_latent_frames"],
+        vocoder_chunk=vocoder["chunk_frames"], vocoder_overlap=vocoder["overlap_frames"], graphs=graphs,
+    )  # fmt: skip
+
