@@ -3,9 +3,11 @@
 - ``latent_prior``: :class:`audiogen.mixture_prior.LatentPrior`, causal dilated convolutions ending in a
   mixture of diagonal Gaussians per frame;
 - ``flow_prior``: :class:`audiogen.flow_prior.FlowPrior`, a causal transformer ending in a
-  flow-matching head per token.
+  flow-matching head per token;
+- ``token_prior``: :class:`audiogen.token_prior.TokenPrior`, residual codebooks on the latent
+  frames and a causal transformer ending in a softmax per code.
 
-Both are :class:`StreamingPrior`: they take latents (B, D, L) and give the training loss from
+All are :class:`StreamingPrior`: they take latents (B, D, L) and give the training loss from
 ``forward``, and sample with ``sample_stream(chunk_frames, temperature, generator, context)``.
 """
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from audiogen.config import ConfigError, from_dict
 
-PRIOR_KINDS = ("latent_prior", "flow_prior")
+PRIOR_KINDS = ("latent_prior", "flow_prior", "token_prior")
 
 
 class StreamingPrior(nn.Module):
@@ -61,6 +63,10 @@ def build_prior(model: dict[str, Any], latent_dim: int, where: str = "model") ->
         from audiogen.flow_prior import FlowPrior, FlowPriorConfig
 
         return FlowPrior.from_config(from_dict(FlowPriorConfig, model, where), latent_dim=latent_dim)
+    if kind == "token_prior":
+        from audiogen.token_prior import TokenPrior, TokenPriorConfig
+
+        return TokenPrior.from_config(from_dict(TokenPriorConfig, model, where), latent_dim=latent_dim)
     if kind == "latent_prior":
         from audiogen.mixture_prior import LatentPrior, LatentPriorConfig
 

@@ -305,7 +305,7 @@ class PriorTask(Task):
 
     ema_network = "prior"
     exported_as = "prior"
-    LOSSES = {"prior/nll", "prior/flow_mse"}
+    LOSSES = {"prior/nll", "prior/flow_mse", "prior/token_ce"}
 
     def __init__(self, config: TrainerConfig):
         from audiogen.generation import load_vae

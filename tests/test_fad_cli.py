@@ -275,11 +275,29 @@ class FakeGenerator:
         return np.random.default_rng(frames).standard_normal((frames - 1) * 256).astype(np.float32) * 0.1
 
     def encode(self, audio: np.ndarray):
-        return np.asarray(audio, dtype=np.float32)  # the "latents" are the audio itself
+        import torch
+
+        return torch.from_numpy(np.asarray(audio, dtype=np.float32)).view(1, 1, -1)  # latents: the audio itself
 
     def render(self, latents, samples: int):
         for z in latents:  # a lossy codec: the clip at half its level
-            yield 0.5 * z[:samples]
+            yield 0.5 * z.numpy().reshape(-1)[:samples]
+
+
+class FakeCodebooks:
+    """A token prior's codebooks for FakeGenerator's "latents": the audio rounded to steps of 1/32."""
+
+    def encode(self, frames):
+        return (frames * 32).round().long()
+
+    def decode(self, codes):
+        return codes.float() / 32
+
+
+class FakeTokenGenerator(FakeGenerator):
+    def __init__(self):
+        super().__init__()
+        self.prior = type("FakeTokenPrior", (), {"codebooks": FakeCodebooks()})()
 
 
 def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, capsys):
@@ -325,8 +343,9 @@ def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, caps
     assert bench.main(args + long_args + ["--out", str(tmp_path / "r2")]) == 0
     report = json.loads((tmp_path / "r2" / "fad_benchmark.json").read_text())
     assert [r["name"] for r in report["rows"]] == list(bench.ROWS)
-    assert [r.get("skipped") for r in report["rows"]] == [None] * 6
-    assert len({r["clips"] for r in report["rows"]}) == 1
+    skipped = {r["name"]: r.get("skipped") for r in report["rows"]}
+    assert "no codebooks" in skipped.pop("codebook round trip") and set(skipped.values()) == {None}
+    assert len({r["clips"] for r in report["rows"] if not r.get("skipped")}) == 1
     assert (tmp_path / "r2" / "clips" / "model" / "00.wav").exists()
     rows = {r["name"]: r for r in report["rows"]}
     # the fake codec halves the level: its round trip is the real clips, quieter
@@ -351,6 +370,19 @@ def test_fad_benchmark_runs_baselines_and_model_rows(tmp_path, monkeypatch, caps
     assert "covariance is singular" in table  # so few embeddings per window: the report says so
     assert (tmp_path / "r2" / "long_form.png").stat().st_size > 1000
     assert (tmp_path / "r2" / "long_spectrograms.png").stat().st_size > 1000
+
+    # a token prior's codebooks get their own round trip: the codec's, on the codebooks' words
+    monkeypatch.setattr(bench, "load_models", lambda *a: (FakeTokenGenerator(), None))
+    assert bench.main(args + ["--out", str(tmp_path / "r3")]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r3" / "fad_benchmark.json").read_text())["rows"]}
+    assert not rows["codebook round trip"].get("skipped") and rows["codebook round trip"]["fad"] > 0
+    assert "| codebook round trip |" in (tmp_path / "r3" / "fad_benchmark.md").read_text()
+    from audiogen.audio import load_audio
+
+    quantised, _ = load_audio(tmp_path / "r3" / "clips" / "codebook" / "00.wav")
+    plain, _ = load_audio(tmp_path / "r3" / "clips" / "vae" / "00.wav")
+    # the words lie on a 1/32 grid: a few dozen sample values (peak-normalised), against thousands
+    assert len(np.unique(quantised)) < 64 < 1000 < len(np.unique(plain))
     capsys.readouterr()
 
 

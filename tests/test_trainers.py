@@ -35,6 +35,8 @@ def trained(tiny_cache, tmp_path_factory):
         "--set", f"vae_dir={out / 'vae' / 'best'}")
     run("train_spec.py", "--config", "configs/spec/tiny_flow_prior.yaml", "--data", tiny_cache, "--out", out / "flow",
         "--set", f"vae_dir={out / 'vae' / 'best'}")
+    run("train_spec.py", "--config", "configs/spec/tiny_token_prior.yaml", "--data", tiny_cache, "--out", out / "token",
+        "--set", f"vae_dir={out / 'vae' / 'best'}")
     return out
 
 
@@ -68,6 +70,28 @@ def test_flow_prior_run_exports_and_generates(trained, tmp_path):
     audio, sr = sf.read(tmp_path / "a.wav", dtype="int16")
     assert sr == 22050 and audio.shape == (2 * 22050,) and np.abs(audio).max() > 0
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+def test_token_prior_run_exports_its_fitted_codebooks_and_generates(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    token = trained / "token"
+    rows = metrics(token)
+    assert any("prior/token_ce" in r for r in rows) and any("val/prior_token_ce" in r for r in rows)
+    weights = load_file(token / "best" / "prior.safetensors")
+    step = json.loads((token / "best" / "provenance.json").read_text())["step"]
+    assert int(weights["codebooks.updates"]) == min(step, 3)  # one update a step for codebook_steps, then frozen
+    assert weights["codebooks.words"].abs().sum() > 0 and torch_unique_rows(weights["codebooks.words"][0]) > 1
+    models = ["--model", token / "best", "--vocoder", trained / "voc" / "best"]
+    for name in ("a.wav", "b.wav"):
+        run("-m", "audiogen.cli.generate", "--seconds", "2", "--seed", "3", "--out", tmp_path / name, *models)
+    audio, sr = sf.read(tmp_path / "a.wav", dtype="int16")
+    assert sr == 22050 and audio.shape == (2 * 22050,) and np.abs(audio).max() > 0
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+def torch_unique_rows(words) -> int:
+    return len({tuple(row.tolist()) for row in words})
 
 
 def test_generate_from_trained_models_is_exact_and_repeatable(trained, tmp_path):

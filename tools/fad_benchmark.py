@@ -13,6 +13,8 @@ row, and each row scores one evaluation set of up to ``--num`` clips against it:
 - ``vocoder``: copy-synthesis of B through the neural vocoder (what the vocoder alone costs);
 - ``vae round trip``: B encoded and decoded by the VAE, then vocoded (what the VAE loses, so
   that the rest of the model row is what the latent prior gets wrong);
+- ``codebook round trip``: the same with each latent frame replaced by its words in a token
+  prior's codebooks (what quantising the latents loses; skipped for priors without codebooks);
 - ``model``: clips generated from seeds by the spectrogram model and vocoder;
 - ``noise (ceiling)``: white noise at the loudness of B's clips.
 
@@ -80,6 +82,7 @@ ROWS = {
     "griffin-lim": "copy-synthesis: log-mel → Griffin-Lim",
     "vocoder": "copy-synthesis: log-mel → neural vocoder",
     "vae round trip": "log-mel → VAE encode/decode → neural vocoder",
+    "codebook round trip": "log-mel → VAE encode → the token prior's codebooks → VAE decode → neural vocoder",
     "model": "generated from seeds (spectrogram model + vocoder)",
     "noise (ceiling)": "white noise at the clips' RMS",
 }
@@ -519,15 +522,29 @@ def check_args(args: argparse.Namespace) -> None:
     args.device = resolve_device(args.device)
 
 
-def vae_round_trip_clips(generator, clips: list[np.ndarray]) -> list[np.ndarray]:
-    """Each clip encoded to the VAE's latents (posterior means), decoded and vocoded."""
+def vae_round_trip_clips(generator, clips: list[np.ndarray], quantise=None,
+                         label: str = "vae round trip") -> list[np.ndarray]:
+    """Each clip encoded to the VAE's latents (posterior means), decoded and vocoded; with
+    ``quantise`` (latents (1, D, L) → latents), changed by it before decoding."""
     from tqdm import tqdm
 
     out = []
-    for clip in tqdm(clips, desc="vae round trip", unit="clip", disable=None):
-        parts = list(generator.render([generator.encode(clip)], len(clip)))
+    for clip in tqdm(clips, desc=label, unit="clip", disable=None):
+        latents = generator.encode(clip)
+        if quantise is not None:
+            latents = quantise(latents)
+        parts = list(generator.render([latents], len(clip)))
         out.append(np.concatenate(parts).astype(np.float32))
     return out
+
+
+def codebook_quantiser(prior):
+    """latents (1, D, L) → the same frames replaced by their residual-codebook words, for a prior
+    with codebooks (:mod:`audiogen.token_prior`); None for one without."""
+    codebooks = getattr(prior, "codebooks", None)
+    if codebooks is None:
+        return None
+    return lambda z: codebooks.decode(codebooks.encode(z.transpose(1, 2))).transpose(1, 2).to(z.dtype)
 
 
 def generate_clips(generator, count: int, seconds: float, seed: int, temperature: float, label: str):
@@ -691,9 +708,15 @@ def run(args: argparse.Namespace) -> dict:
         "noise (ceiling)": lambda: own_pieces(noise_clips(real.clips, args.seed), "noise"),
     }
     if generator is None:
-        for name in ("vocoder", "vae round trip", "model"):
+        for name in ("vocoder", "vae round trip", "codebook round trip", "model"):
             by_name[name].skipped = model_note
+    elif codebook_quantiser(getattr(generator, "prior", None)) is None:
+        by_name["codebook round trip"].skipped = "the model's prior has no codebooks (not a token prior)"
     else:
+        quantise = codebook_quantiser(generator.prior)
+        makers["codebook round trip"] = lambda: ClipSet(
+            vae_round_trip_clips(generator, real.clips, quantise, "codebook round trip"), real.pieces)
+    if generator is not None:
         makers["vocoder"] = lambda: ClipSet([np.asarray(generator.vocode(frontend(torch.from_numpy(c)).numpy()),
                                                         dtype=np.float32) for c in real.clips], real.pieces)
         makers["vae round trip"] = lambda: ClipSet(vae_round_trip_clips(generator, real.clips), real.pieces)

@@ -1,0 +1,370 @@
+"""A latent prior over discrete tokens: residual codebooks on the VAE's latents, a causal transformer.
+
+The token-LM route of Jukebox and MusicGen, on top of the frozen VAE: each latent frame (D,) is
+quantised by ``codebooks`` residual codebooks of ``codebook_size`` words (the first codebook
+takes the frame, each next one what the ones before left), and a causal transformer predicts
+the codes with a softmax. A categorical over a thousand words can put its mass on several very
+different next notes at once, where :mod:`audiogen.mixture_prior`'s per-frame diagonal mixture
+averages them into a held chord; and sampling with temperature or top-k trades variety for
+safety the way the field's token models do.
+
+- **Codebooks** are fitted online, inside training (VQ-VAE-2's exponential moving averages of
+  the frames each word is nearest to; a word that goes unused is moved onto a random frame of
+  the batch), for the first ``codebook_steps`` training steps, then frozen: the codes the
+  transformer learns to predict stop moving. They live in the module's buffers, so an export
+  carries them. Their words are latent frames, so a sampled token decodes with the VAE as is.
+- **Tokens**: ``frames_per_token`` frames are one position of the transformer (``frames ·
+  codebooks`` codes), so its ``context_tokens`` cover that many times as many seconds.
+- **Trunk**: the rotary transformer of :mod:`audiogen.transformer` with a sliding key/value
+  cache for sampling (one position costs one small matrix product per layer, memory bounded),
+  and the start embedding of :mod:`audiogen.flow_prior` shown to half of each batch.
+- **Depth head**: the codes of one position are predicted one after another from the trunk's
+  summary (an RQ-Transformer-style depth decoder: a residual MLP step per code, fed the code
+  just chosen), frame by frame and, within a frame, coarse codebook before fine.
+
+``forward(z)`` is the training loss: the mean cross-entropy per code in nats
+(``prior/token_ce``); it is not a likelihood of the continuous latents, so compare this prior
+with the others by what it generates (tools/fad_benchmark.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiogen.priors import StreamingPrior, one_thread
+from audiogen.transformer import TransformerBlock, rotary
+
+
+@dataclass(frozen=True)
+class TokenPriorConfig:
+    """The token prior (the ``model`` section of a ``prior`` trainer config).
+
+    ``latent_dim`` comes from the VAE, never from here. Training windows hold
+    ``context_tokens + 1`` tokens: ``(context_tokens + 1) · frames_per_token · time_ratio`` mel frames.
+    """
+
+    kind: str = "token_prior"
+    codebooks: int = 2
+    codebook_size: int = 1024
+    codebook_decay: float = 0.99
+    codebook_steps: int = 1000
+    frames_per_token: int = 2
+    width: int = 192
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 3
+    context_tokens: int = 255
+    top_k: int = 0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind != "token_prior":
+            raise ValueError(f"kind must be 'token_prior', got {self.kind!r}")
+        for name in ("codebooks", "frames_per_token", "width", "layers", "heads", "mlp_ratio", "context_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        if not 0 < self.codebook_decay < 1:
+            raise ValueError(f"codebook_decay must lie in (0, 1), got {self.codebook_decay}")
+        if self.codebook_steps < 1:  # the words start as zeros: a prior never fitted would write silence
+            raise ValueError(f"codebook_steps must be >= 1, got {self.codebook_steps}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise ValueError(f"width ({self.width}) must split into {self.heads} heads of even size")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+# --------------------------------------------------------------------------------------------
+# Residual codebooks
+
+
+class ResidualCodebooks(nn.Module):
+    """``stages`` residual codebooks of ``size`` words in R^dim, fitted by moving averages.
+
+    ``encode`` (..., dim) → codes (..., stages); ``decode`` codes → (..., dim), the sum of the
+    chosen words. In training mode, ``update`` moves the words towards the frames nearest to
+    them (each stage on the residuals the stages before leave) until ``steps`` updates are done.
+    """
+
+    def __init__(self, dim: int, stages: int, size: int, decay: float, steps: int):
+        super().__init__()
+        self.dim, self.stages, self.size, self.decay, self.max_updates = dim, stages, size, decay, steps
+        self.register_buffer("words", torch.zeros(stages, size, dim))
+        self.register_buffer("counts", torch.ones(stages, size))
+        self.register_buffer("sums", torch.zeros(stages, size, dim))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def _nearest(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        """Index (N,) of the word of ``stage`` nearest to each row of x (N, dim)."""
+        words = self.words[stage]
+        distance = (x * x).sum(-1, keepdim=True) - 2 * x @ words.T + (words * words).sum(-1)[None]
+        return distance.argmin(-1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.dim).float()
+        codes = []
+        for stage in range(self.stages):
+            code = self._nearest(stage, flat)
+            codes.append(code)
+            flat = flat - self.words[stage][code]
+        return torch.stack(codes, -1).reshape(*x.shape[:-1], self.stages)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(*codes.shape[:-1], self.dim, device=self.words.device)
+        for stage in range(self.stages):
+            out = out + self.words[stage][codes[..., stage]]
+        return out
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """One moving-average step on frames x (..., dim); a no-op once ``steps`` are done."""
+        if int(self.updates) >= self.max_updates:
+            return
+        flat = x.reshape(-1, self.dim).float()
+        for stage in range(self.stages):
+            if int(self.updates) == 0:  # start from frames of the data, not from zeros
+                pick = torch.randint(flat.shape[0], (self.size,), device=flat.device)
+                self.words[stage].copy_(flat[pick])
+                self.sums[stage].copy_(flat[pick])
+            code = self._nearest(stage, flat)
+            onehot = F.one_hot(code, self.size).to(flat.dtype)  # (N, size)
+            self.counts[stage].mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+            self.sums[stage].mul_(self.decay).add_(onehot.T @ flat, alpha=1 - self.decay)
+            self.words[stage].copy_(self.sums[stage] / self.counts[stage].clamp_min(1e-5)[:, None])
+            # a word that has gone unused (its average count under 1 % of a frame) restarts on a random
+            # frame of this batch, so every word earns its code
+            dead = self.counts[stage] < 1e-2
+            if dead.any():
+                pick = torch.randint(flat.shape[0], (int(dead.sum()),), device=flat.device)
+                self.words[stage][dead] = flat[pick]
+                self.sums[stage][dead] = flat[pick]
+                self.counts[stage][dead] = 1.0
+            flat = flat - self.words[stage][self._nearest(stage, flat)]
+        self.updates.add_(1)
+
+
+# --------------------------------------------------------------------------------------------
+# The prior
+
+
+@dataclass
+class TokenPriorState:
+    """A sampler's state: per block [keys, values] (1, H, n, dh), the next position, and the
+    trunk's output for the next token (1, W)."""
+
+    caches: list[list[torch.Tensor]]
+    position: int
+    summary: torch.Tensor
+
+
+class TokenPrior(StreamingPrior):
+    """Autoregressive prior over residual-codebook tokens of latent frames (see the module docstring)."""
+
+    loss_name = "prior/token_ce"
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int,
+        codebooks: int = 2,
+        codebook_size: int = 1024,
+        codebook_decay: float = 0.99,
+        codebook_steps: int = 1000,
+        frames_per_token: int = 2,
+        width: int = 192,
+        layers: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 3,
+        context_tokens: int = 255,
+        top_k: int = 0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.latent_dim, self.frames_per_token = latent_dim, frames_per_token
+        self.codebook_size, self.top_k = codebook_size, top_k
+        self.codes_per_token = frames_per_token * codebooks
+        self.heads, self.head_dim = heads, width // heads
+        self.context_tokens = context_tokens
+        self.receptive_field = context_tokens * frames_per_token  # latent frames a sample can see
+        self.codebooks = ResidualCodebooks(latent_dim, codebooks, codebook_size, codebook_decay, codebook_steps)
+        # one embedding table per code slot of a token; a token's input is the sum of its codes'
+        self.embed = nn.Parameter(torch.randn(self.codes_per_token, codebook_size, width) * 0.02)
+        self.start = nn.Parameter(torch.randn(width) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        # depth head: slot j reads h_j, then h_{j+1} = h_j + MLP(LN(h_j) + embedding of code j)
+        self.depth_norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(self.codes_per_token))
+        self.depth_out = nn.ModuleList(nn.Linear(width, codebook_size) for _ in range(self.codes_per_token))
+        self.depth_embed = nn.Parameter(torch.randn(self.codes_per_token, codebook_size, width) * 0.02)
+        self.depth_mlp = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+            for _ in range(self.codes_per_token - 1))
+
+    @classmethod
+    def from_config(cls, config: TokenPriorConfig, latent_dim: int) -> TokenPrior:
+        """Build from a config; ``latent_dim`` comes from the VAE."""
+        return cls(latent_dim=latent_dim, **{k: getattr(config, k) for k in (
+            "codebooks", "codebook_size", "codebook_decay", "codebook_steps", "frames_per_token", "width",
+            "layers", "heads", "mlp_ratio", "context_tokens", "top_k", "dropout")})
+
+    # -- tokens
+
+    def to_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, D, L) → codes (B, L // frames, frames · codebooks), frame-major, coarse first
+        within a frame; a ragged end is dropped."""
+        b, d, length = z.shape
+        n = length // self.frames_per_token
+        codes = self.codebooks.encode(z[..., : n * self.frames_per_token].transpose(1, 2))  # (B, n·f, S)
+        return codes.reshape(b, n, self.codes_per_token)
+
+    def to_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, N, frames · codebooks) → latents (B, D, N · frames)."""
+        b, n, _ = codes.shape
+        frames = self.codebooks.decode(codes.reshape(b, n * self.frames_per_token, -1))  # (B, n·f, D)
+        return frames.transpose(1, 2)
+
+    def _embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, N, J) → trunk inputs (B, N, W): the sum of each slot's embedding."""
+        slots = torch.arange(self.codes_per_token, device=codes.device)
+        return self.embed[slots, codes].sum(-2)
+
+    # -- training
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedded inputs (B, N, W) → causal summaries (B, N, W), position i seeing inputs ≤ i."""
+        cos, sin = rotary(torch.arange(x.shape[1], device=x.device), self.head_dim)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.norm(x)
+
+    def _depth_logits(self, summary: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (..., J, K) of each code slot from the summaries (..., W) and the
+        true codes (..., J) of the slots before it."""
+        h, logits = summary, []
+        for j in range(self.codes_per_token):
+            logits.append(self.depth_out[j](self.depth_norms[j](h)))
+            if j + 1 < self.codes_per_token:
+                h = h + self.depth_mlp[j](self.depth_norms[j](h) + self.depth_embed[j][codes[..., j]])
+        return torch.stack(logits, -2)
+
+    def loss(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy per code (nats), z (B, D, L) → scalar; in training mode the codebooks
+        take one moving-average step on z first (until they are frozen).
+
+        Even batch items start with the start embedding (their window is a piece's beginning as
+        far as the model knows), odd ones with a real token one step earlier (a window deep inside
+        a piece, as a long sample's is)."""
+        if z.dim() != 3 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"expected latents (B, {self.latent_dim}, L), got {tuple(z.shape)}")
+        if self.training:
+            self.codebooks.update(z.transpose(1, 2))
+        codes = self.to_codes(z)[:, : self.context_tokens + 1]  # (B, N + 1, J)
+        n = codes.shape[1] - 1
+        if n < 1:
+            raise ValueError(f"need at least {2 * self.frames_per_token} latent frames, got {z.shape[-1]}")
+        embedded = self._embed_codes(codes)
+        start = self.start.expand(codes.shape[0], 1, -1).to(embedded.dtype)
+        with_start = torch.cat([start, embedded[:, : n - 1]], dim=1)  # predicts tokens 0 .. n-1
+        inside = embedded[:, :n]  # predicts tokens 1 .. n
+        has_start = (torch.arange(codes.shape[0], device=z.device) % 2 == 0)[:, None, None]
+        summary = self._trunk(torch.where(has_start, with_start, inside))
+        targets = torch.where(has_start, codes[:, :n], codes[:, 1:])  # (B, n, J)
+        logits = self._depth_logits(summary, targets)
+        return F.cross_entropy(logits.float().reshape(-1, self.codebook_size), targets.reshape(-1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.loss(z)
+
+    # -- sampling
+
+    def _device(self) -> torch.device:
+        return self.start.device
+
+    @torch.inference_mode()
+    def begin(self, context: torch.Tensor | None = None) -> TokenPriorState:
+        """The sampler's state after ``context`` (1, D, L) (None: the start of a piece); only
+        whole tokens of the context's last ``receptive_field`` frames are used."""
+        device = self._device()
+        start = self.start.view(1, 1, -1)
+        if context is None or context.shape[-1] < self.frames_per_token:
+            x = start
+        else:
+            if context.dim() != 3 or context.shape[:2] != (1, self.latent_dim):
+                raise ValueError(f"expected context (1, {self.latent_dim}, L), got {tuple(context.shape)}")
+            frames = context[..., -self.receptive_field:].to(device, torch.float32)
+            frames = frames[..., frames.shape[-1] % self.frames_per_token:]
+            x = self._embed_codes(self.to_codes(frames))
+            if context.shape[-1] < self.receptive_field:
+                x = torch.cat([start, x], dim=1)
+        cos, sin = rotary(torch.arange(x.shape[1], device=device), self.head_dim)
+        caches = []
+        for block in self.blocks:
+            q, k, v = block._qkv(x, cos, sin)
+            caches.append([k[:, :, -self.context_tokens:], v[:, :, -self.context_tokens:]])
+            x = block._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        return TokenPriorState(caches=caches, position=x.shape[1], summary=self.norm(x)[:, -1])
+
+    @torch.inference_mode()
+    def advance(self, state: TokenPriorState, codes: torch.Tensor) -> TokenPriorState:
+        """Feed one token's codes (1, J) and update the state in place."""
+        x = self._embed_codes(codes.reshape(1, 1, -1).to(self._device()))
+        cos, sin = rotary(torch.tensor([state.position], device=x.device), self.head_dim)
+        for block, cache in zip(self.blocks, state.caches, strict=True):
+            x = block.step(x, cos, sin, cache, self.context_tokens)
+        state.summary = self.norm(x)[:, -1]
+        state.position += 1
+        return state
+
+    @torch.inference_mode()
+    def draw(self, summary: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+        """One token's codes (1, J), slot by slot: softmax at ``temperature`` (0: the likeliest
+        code), keeping the ``top_k`` likeliest codes when top_k > 0."""
+        h, codes = summary, []
+        for j in range(self.codes_per_token):
+            logits = self.depth_out[j](self.depth_norms[j](h))[0].float().cpu()
+            if temperature <= 0:
+                code = logits.argmax()
+            else:
+                logits = logits / temperature
+                if 0 < self.top_k < self.codebook_size:
+                    floor = torch.topk(logits, self.top_k).values[-1]
+                    logits = logits.masked_fill(logits < floor, float("-inf"))
+                code = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[0]
+            codes.append(int(code))
+            if j + 1 < self.codes_per_token:
+                h = h + self.depth_mlp[j](self.depth_norms[j](h) + self.depth_embed[j][int(code)])
+        return torch.tensor([codes], device=summary.device)
+
+    @torch.inference_mode()
+    def sample_stream(
+        self,
+        chunk_frames: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Latent chunks (1, D, chunk_frames) forever, each continuing the ones before.
+
+        Each code is drawn with ``generator`` (on the CPU) in order, so the frames depend on the
+        seed, never on ``chunk_frames`` or the device.
+        """
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        state = self.begin(context)
+        pending = torch.zeros(1, self.latent_dim, 0, device=self._device())
+        while True:
+            with one_thread(self._device()):
+                while pending.shape[-1] < chunk_frames:
+                    codes = self.draw(state.summary, temperature, generator)
+                    self.advance(state, codes)
+                    pending = torch.cat([pending, self.to_frames(codes[:, None])], dim=-1)
+            yield pending[..., :chunk_frames]
+            pending = pending[..., chunk_frames:]
