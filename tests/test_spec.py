@@ -423,6 +423,22 @@ def test_prior_configs_build(name):
         assert config.train.segment_frames // vae.time_ratio >= prior.receptive_field
 
 
+@pytest.mark.parametrize("family", ["flow_prior", "token_prior"])
+@pytest.mark.parametrize("size", ["tiny", "piano_cpu", "gpu"])
+def test_transformer_prior_configs_build_and_their_windows_hold_the_context(family, size):
+    from audiogen.priors import build_prior
+    from audiogen.tasks import TrainerConfig
+
+    name = f"{size}_{family}.yaml"
+    config = from_dict(TrainerConfig, read_yaml(CONFIGS / name), name)
+    assert config.task == "prior" and config.model["kind"] == family
+    prior = build_prior(config.model, latent_dim=8, where=name)
+    vae = from_dict(SpecVAEConfig, read_yaml(CONFIGS / f"{size}.yaml")["model"])
+    # a training window holds the whole context and one token to predict, as sampling will see
+    needed = (prior.context_tokens + 1) * prior.frames_per_token * vae.time_ratio
+    assert config.train.segment_frames >= needed, (config.train.segment_frames, needed)
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ConfigError, match="unknown key"):
         from_dict(SpecVAEConfig, {"latent_dims": 8})
