@@ -378,9 +378,7 @@ def export_onnx(
     vocoder = load_vocoder(vocoder_dir, vae.frontend_config)
     spec_config, _ = read_model_dir(model_dir, [])
     vocoder_config, _ = read_model_dir(vocoder_dir, [])
-    graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae)]
-    if not generation_only:
-        graphs.append(vae_encoder_graph(vae))
+    graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae), vae_encoder_graph(vae)]
     not_exported: dict[str, str] = {}
     if (model_dir / "prior.safetensors").exists():
         step = prior_step_graph(load_prior(model_dir, vae.latent_dim))
@@ -390,8 +388,11 @@ def export_onnx(
             graphs.append(step)
     else:
         not_exported["prior_step"] = f"{model_dir} holds no prior (a VAE-only model folder)"
-    if generation_only and "prior_step" in not_exported:
-        raise ValueError(f"{model_dir}: no generation graphs: {not_exported['prior_step']} (generate runs it on PyTorch)")
+    if generation_only:
+        if "prior_step" in not_exported:
+            raise ValueError(f"{model_dir}: no generation graphs: {not_exported['prior_step']} "
+                             "(generate runs it on PyTorch)")
+        graphs = [g for g in graphs if g.spec.name in GENERATION_GRAPHS]
 
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:

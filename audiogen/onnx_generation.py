@@ -57,7 +57,8 @@ CACHE_ENV = "AUDIOGEN_CACHE_DIR"
 
 
 def cache_dir() -> Path:
-    """audiogen's cache folder: ``$AUDIOGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/audiogen``, else ``~/.cache/audiogen``."""
+    """audiogen's cache folder: ``$AUDIOGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/audiogen``, else
+    ``~/.cache/audiogen``."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

@@ -163,14 +163,31 @@ def test_markdown_shows_vocoder_and_generate_rows(bench):
         "vocoder.default.peak_rss_mb": 300.0,
         "vocoder.default.inference_mb": 30.0,
         "vocoder.default.load_avg": 0.5,
-        "generate.30s.wall_s.median": 3.0,
-        "generate.30s.wall_s.min": 2.9,
-        "generate.30s.wall_s.max": 3.1,
+        "meta.generate_runtime": "onnxruntime",
     }
     r |= bench.summarize("vocoder.default.xrt_cpu", [100.0, 90.0, 110.0])
+    r |= bench.summarize("generate.30s.wall_s", [1.0, 0.9, 1.1])
+    r |= bench.summarize("generate.torch.30s.wall_s", [3.0, 2.9, 3.1])
+    r |= bench.summarize("generate.30s.torch_over_onnxruntime", [3.0, 2.8, 3.3])
     text = bench.render_markdown(r)
     assert "| default | 2.80 M | 100.0 (90.0–110.0) |" in text
-    assert "| 30 s | 3.00 (2.90–3.10) |" in text
+    assert "| 30 s | onnxruntime | 1.00 (0.90–1.10) |" in text and "| 3.00 (2.80–3.30) |" in text
+    assert "| 30 s | torch | 3.00 (2.90–3.10) |" in text
+
+
+def test_generate_section_times_both_runtimes_in_one_run(bench, tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    settings = dataclasses.replace(tiny, generate_lengths=(1.0,), generate_runs=1)
+    r = bench.bench_generate(settings, None, None, tmp_path)  # the bundled models, whose graphs ship
+    assert r["meta.generate_runtime"] == "onnxruntime"
+    for prefix in ("generate.1s.wall_s", "generate.torch.1s.wall_s", "generate.1s.cpu_per_wall",
+                   "generate.1s.torch_over_onnxruntime", "generate.load_s", "generate.torch.load_s",
+                   "generate.first_audio_after_load_s", "generate.torch.stdout_first_audio_s"):
+        assert r[f"{prefix}.min"] <= r[f"{prefix}.median"] <= r[f"{prefix}.max"], prefix
+    ratio = r["generate.torch.1s.wall_s.median"] / r["generate.1s.wall_s.median"]
+    assert r["generate.1s.torch_over_onnxruntime.median"] == pytest.approx(ratio)  # one run: the ratio of its walls
+    text = bench.render_markdown(r)
+    assert "| 1 s | onnxruntime |" in text and "| 1 s | torch |" in text
 
 
 def test_plots_are_written(bench, results, tmp_path):

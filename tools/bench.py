@@ -16,7 +16,9 @@ What is measured (docs/benchmarks.md explains every key):
 - ``spec``: the spectrogram generator (latent prior → VAE decoder, mel only) and the whole
   in-process pipeline (with the vocoder) against clip length, 10 s to 10 minutes.
 - ``generate``: the ``generate`` command as users run it, cold (a new process: imports, model
-  loading, generation, file written), wall time and peak resident memory, 30 s and 10 minutes.
+  loading, generation, file written), wall time, CPU time per wall second and peak resident memory,
+  30 s, 1 and 10 minutes, with ``--threads`` set; on onnxruntime and on PyTorch alternated run by run
+  where ``generate`` can use onnxruntime, with PyTorch's time over onnxruntime's per run.
 - ``train``: steps and samples per second of both trainers' tiny and CPU configs, through the
   real training loop (:func:`audiogen.training.train`) on a prepared cache.
 - ``fad``: embedding throughput (mel statistics; VGGish with random weights in torchvggish's
@@ -106,7 +108,7 @@ class Settings:
     spec_lengths: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
     prior_seconds: float = 30.0  # the prior alone (its share of the mel-only time)
     long_runs: int = 3  # repeats for lengths of 2 minutes and more
-    generate_lengths: tuple[float, ...] = (30.0, 600.0)
+    generate_lengths: tuple[float, ...] = (30.0, 60.0, 600.0)  # 60 s: issue 16's CPU-per-wall goal
     generate_runs: int = 3
     train_steps_tiny: int = 20
     train_steps_cpu: int = 8
@@ -631,8 +633,9 @@ FIRST_AUDIO_BYTES = 4096  # "first audio": this many bytes of samples after the 
 LOAD_PROBE = """
 import sys, time
 start = time.perf_counter()
-from audiogen.generation import load_generator
-load_generator(*(sys.argv[1:3] if len(sys.argv) > 2 else ()))
+from audiogen.cli.generate import build_parser, load_models, model_hashes
+args = build_parser().parse_args(sys.argv[1:])
+load_models(args, *model_hashes(args))
 print(time.perf_counter() - start)
 """
 
@@ -658,62 +661,89 @@ def time_to_first_audio(cmd: list[str], cwd: Path) -> float:
         proc.wait()
 
 
-def time_to_load(models: list[str], cwd: Path) -> float:
-    """Seconds a fresh process takes to import audiogen and load the generator (no audio made)."""
-    args = [models[1], models[3]] if models else []
-    out = subprocess.run([sys.executable, "-c", LOAD_PROBE, *args], cwd=cwd, capture_output=True, text=True, check=True)
+def time_to_load(options: list[str], cwd: Path) -> float:
+    """Seconds a fresh process takes to import audiogen and load the generator ``generate`` would
+    load with ``options`` (the runtime it picks, its models), making no audio."""
+    out = subprocess.run([sys.executable, "-c", LOAD_PROBE, *options], cwd=cwd, capture_output=True, text=True,
+                         check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def generate_runtimes(spec_dir: Path | None, vocoder_dir: Path | None) -> list[str]:
+    """The runtimes to time ``generate`` on: onnxruntime first where ``generate`` would pick it for
+    these models (onnxruntime installed, graphs of these weights), then PyTorch."""
+    from audiogen.clip_tags import model_hash
+    from audiogen.generation import pretrained_dir
+    from audiogen.onnx_generation import find_graphs, onnxruntime_available
+
+    hashes = (model_hash(spec_dir or pretrained_dir("spec")), model_hash(vocoder_dir or pretrained_dir("vocoder")))
+    return ["onnxruntime", "torch"] if onnxruntime_available() and find_graphs(*hashes) else ["torch"]
 
 
 def bench_generate(
     s: Settings, spec_dir: Path | None, vocoder_dir: Path | None, work: Path
 ) -> dict[str, Any]:
-    """Cold wall time (process start to file written), CPU time per wall second and peak memory of
-    ``generate``; and for ``--out -``, the time to its first audio beside the time a fresh process
-    takes to load the models (their difference: how soon sound follows the models being ready)."""
-    out: dict[str, Any] = {"generate.load_avg": load_avg()}
-    models = [] if spec_dir is None else ["--model", str(spec_dir), "--vocoder", str(vocoder_dir)]
+    """``generate`` as users run it, with ``--threads`` set, on each runtime it can use, alternated
+    run by run so that both meet the same load: cold wall time (process start to file written), CPU
+    time per wall second and peak memory; PyTorch's wall time over onnxruntime's, run by run; and
+    for ``--out -``, the time to its first audio beside the time a fresh process takes to load the
+    models (their difference: how soon sound follows the models being ready).
 
-    def command(seconds: float) -> list[str]:
-        target = work / f"generate-{seconds:g}s.wav"
-        return [
-            *generate_command(),
-            "--seconds",
-            f"{seconds:g}",
-            "--seed",
-            "0",
-            "--quiet",
-            "--force",  # each run replaces the last one's file
-            "--out",
-            str(target),
-            *models,
-        ]
+    Keys: ``generate.<L>s.*`` for the runtime ``generate`` picks by itself (``meta.generate_runtime``),
+    ``generate.torch.<L>s.*`` for PyTorch beside it, ``generate.<L>s.torch_over_onnxruntime``."""
+    runtimes = generate_runtimes(spec_dir, vocoder_dir)
+    out: dict[str, Any] = {"generate.load_avg": load_avg(), "meta.generate_runtime": runtimes[0]}
+    models = [] if spec_dir is None else ["--model", str(spec_dir), "--vocoder", str(vocoder_dir)]
+    options = ["--threads", str(s.threads), *models]
+
+    def prefix(runtime: str) -> str:
+        return "generate." if runtime == runtimes[0] else f"generate.{runtime}."
+
+    def command(seconds: float, runtime: str) -> list[str]:
+        target = work / f"generate-{seconds:g}s-{runtime}.wav"
+        # --force: each run replaces the last one's file
+        return [*generate_command(), "--seconds", f"{seconds:g}", "--seed", "0", "--quiet", "--force",
+                "--runtime", runtime, "--out", str(target), *options]
 
     # The first process of the session pays for a cold page cache (torch's libraries from disk).
-    first_wall, _ = run_process(command(s.generate_lengths[0]), work)
+    first_wall, _ = run_process(command(s.generate_lengths[0], "torch"), work)
     out["generate.first_process_wall_s"] = first_wall
     for seconds in s.generate_lengths:
-        walls, peaks, cpus = [], [], []
+        walls: dict[str, list[float]] = {r: [] for r in runtimes}
+        peaks, cpus = {r: [] for r in runtimes}, {r: [] for r in runtimes}
         for _ in range(s.generate_runs):
-            usage, _ = run_launched(command(seconds), work)
-            walls.append(usage["wall_s"])
-            peaks.append(usage["peak_rss_mb"])
-            cpus.append(usage["cpu_s"] / usage["wall_s"])
-        if not (work / f"generate-{seconds:g}s.wav").is_file():
-            raise RuntimeError(f"generate --seconds {seconds:g} wrote no file")
-        out |= summarize(f"generate.{seconds:g}s.wall_s", walls)
-        out |= summarize(f"generate.{seconds:g}s.xrt", rates(seconds, walls))
-        out |= summarize(f"generate.{seconds:g}s.peak_rss_mb", peaks)
-        out |= summarize(f"generate.{seconds:g}s.cpu_per_wall", cpus)
-        print(f"  generate {seconds:g} s: {statistics.median(walls):.2f} s wall", file=sys.stderr)
-    stream = [*generate_command(), "--seconds", "600", "--seed", "0", "--quiet", "--out", "-", *models]
-    firsts, loads = [], []
-    for _ in range(s.generate_runs):  # alternated, so both see the same load on the machine
-        firsts.append(time_to_first_audio(stream, work))
-        loads.append(time_to_load(models, work))
-    out |= summarize("generate.stdout_first_audio_s", firsts)
-    out |= summarize("generate.load_s", loads)
-    out |= summarize("generate.first_audio_after_load_s", [f - lo for f, lo in zip(firsts, loads, strict=True)])
+            for runtime in runtimes:
+                usage, _ = run_launched(command(seconds, runtime), work)
+                walls[runtime].append(usage["wall_s"])
+                peaks[runtime].append(usage["peak_rss_mb"])
+                cpus[runtime].append(usage["cpu_s"] / usage["wall_s"])
+        for runtime in runtimes:
+            if not (work / f"generate-{seconds:g}s-{runtime}.wav").is_file():
+                raise RuntimeError(f"generate --seconds {seconds:g} --runtime {runtime} wrote no file")
+            key = f"{prefix(runtime)}{seconds:g}s"
+            out |= summarize(f"{key}.wall_s", walls[runtime])
+            out |= summarize(f"{key}.xrt", rates(seconds, walls[runtime]))
+            out |= summarize(f"{key}.peak_rss_mb", peaks[runtime])
+            out |= summarize(f"{key}.cpu_per_wall", cpus[runtime])
+            print(f"  generate {seconds:g} s on {runtime}: {statistics.median(walls[runtime]):.2f} s wall",
+                  file=sys.stderr)
+        if len(runtimes) == 2:
+            ratios = [t / o for t, o in zip(walls["torch"], walls["onnxruntime"], strict=True)]
+            out |= summarize(f"generate.{seconds:g}s.torch_over_onnxruntime", ratios)
+    firsts: dict[str, list[float]] = {r: [] for r in runtimes}
+    loads: dict[str, list[float]] = {r: [] for r in runtimes}
+    for _ in range(s.generate_runs):  # alternated, so all see the same load on the machine
+        for runtime in runtimes:
+            chosen = ["--runtime", runtime, *options]
+            firsts[runtime].append(time_to_first_audio(
+                [*generate_command(), "--seconds", "600", "--seed", "0", "--quiet", "--out", "-", *chosen], work))
+            loads[runtime].append(time_to_load(["--seconds", "600", *chosen], work))
+    for runtime in runtimes:
+        key = prefix(runtime)
+        out |= summarize(f"{key}stdout_first_audio_s", firsts[runtime])
+        out |= summarize(f"{key}load_s", loads[runtime])
+        after = [f - lo for f, lo in zip(firsts[runtime], loads[runtime], strict=True)]
+        out |= summarize(f"{key}first_audio_after_load_s", after)
     out["generate.load_avg_end"] = load_avg()
     return out
 
@@ -1122,28 +1152,35 @@ def render_markdown(r: dict[str, Any]) -> str:
         ]
     gen_lengths = _lengths(r, "generate.", ".wall_s.median")
     if gen_lengths:
+        picked = r.get("meta.generate_runtime", "torch")
+        beside = picked != "torch" and any(k.startswith("generate.torch.") for k in r)
         lines += [
             "#### `generate` (a new process each run: imports, loading, generation, file written)",
             "",
-            "| clip | wall s | × real time | CPU s per wall s | peak RSS MB |",
-            "|---|---:|---:|---:|---:|",
+            "| clip | runtime | wall s | × real time | CPU s per wall s | peak RSS MB | PyTorch / onnxruntime |",
+            "|---|---|---:|---:|---:|---:|---:|",
         ]
         for L in gen_lengths:
-            lines.append(
-                f"| {L:g} s | {_spread(r, f'generate.{L:g}s.wall_s', 2)} | "
-                f"{_spread(r, f'generate.{L:g}s.xrt')} | {_spread(r, f'generate.{L:g}s.cpu_per_wall', 2)} | "
-                f"{_spread(r, f'generate.{L:g}s.peak_rss_mb', 0)} |"
-            )
+            rows = [(picked, f"generate.{L:g}s")] + ([("torch", f"generate.torch.{L:g}s")] if beside else [])
+            for runtime, key in rows:
+                ratio = _spread(r, f"generate.{L:g}s.torch_over_onnxruntime", 2) if runtime != "torch" else ""
+                lines.append(
+                    f"| {L:g} s | {runtime} | {_spread(r, f'{key}.wall_s', 2)} | {_spread(r, f'{key}.xrt')} | "
+                    f"{_spread(r, f'{key}.cpu_per_wall', 2)} | {_spread(r, f'{key}.peak_rss_mb', 0)} | {ratio} |"
+                )
         lines += [
             "\nFirst process of the run (cold page cache): "
             f"{_get(r, 'generate.first_process_wall_s', '{:.2f}')} s; "
             f"load average {_get(r, 'generate.load_avg', '{:.1f}')}.",
             "",
-            f"`generate --out -`: first audio {_spread(r, 'generate.stdout_first_audio_s', 2)} s after the process "
-            f"starts; a fresh process loads the models in {_spread(r, 'generate.load_s', 2)} s, so sound follows "
-            f"the models being ready by {_spread(r, 'generate.first_audio_after_load_s', 2)} s.",
-            "",
         ]
+        for runtime, key in [(picked, "generate.")] + ([("torch", "generate.torch.")] if beside else []):
+            lines += [
+                f"`generate --out -` on {runtime}: first audio {_spread(r, f'{key}stdout_first_audio_s', 2)} s after "
+                f"the process starts; a fresh process loads the models in {_spread(r, f'{key}load_s', 2)} s, so "
+                f"sound follows the models being ready by {_spread(r, f'{key}first_audio_after_load_s', 2)} s.",
+                "",
+            ]
     train_keys = [
         (name, dev)
         for name, _ in TRAIN_CONFIGS

@@ -74,7 +74,8 @@ def cache_folder(model: str | None, vocoder: str | None) -> Path:
     from audiogen.generation import pretrained_dir
     from audiogen.onnx_generation import bundled_graphs_dir, cached_graphs_dir, find_graphs
 
-    folders = [Path(model) if model else pretrained_dir("spec"), Path(vocoder) if vocoder else pretrained_dir("vocoder")]
+    folders = [Path(model) if model else pretrained_dir("spec"),
+               Path(vocoder) if vocoder else pretrained_dir("vocoder")]
     for folder, what in zip(folders, ("spectrogram model", "vocoder"), strict=True):
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: {what} folder not found")

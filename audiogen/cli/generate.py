@@ -62,7 +62,8 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                    help="how far from --like to move, 0..1 (default: %(default)s)")
     p.add_argument("--threads", type=int,
                    help="CPU threads; with 2 or more, clips of a minute or more run the prior, the VAE decoder "
-                        "and the vocoder at once, one thread each, and make what --threads 1 makes (default: "
+                        "and the vocoder at once (on PyTorch one thread each; on onnxruntime the decoder and the "
+                        "vocoder use all of them) and make what --threads 1 makes (default: "
                         "OMP_NUM_THREADS when set, else "
                         "all cores, or 1 when the load average says the cores are busy)")
     p.add_argument("--runtime", choices=["auto", "torch", "onnxruntime"], default="auto",
@@ -237,10 +238,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from audiogen.clip_tags import model_hash
-    from audiogen.generation import DEFAULT_TEMPERATURE, pretrained_dir, stream_wav, write_clip
+    from audiogen.generation import DEFAULT_TEMPERATURE, stream_wav, write_clip
 
-    hashes = (model_hash(args.model or pretrained_dir("spec")), model_hash(args.vocoder or pretrained_dir("vocoder")))
+    hashes = model_hashes(args)
     generator = load_models(args, *hashes)
     endless = math.isinf(args.seconds)
     if args.temperature is None:
@@ -280,6 +280,15 @@ def _run(args: argparse.Namespace) -> int:
                        tags={**provenance, "seed": clip_seed})
         print(f"wrote {name} ({args.seconds:g} s, {generator.sample_rate} Hz, seed {clip_seed})", file=log)
     return 0
+
+
+def model_hashes(args: argparse.Namespace) -> tuple[str, str]:
+    """The short hashes of the weights of --model and --vocoder (the bundled ones by default): the
+    clips' tags carry them, and they name the models' ONNX graphs."""
+    from audiogen.clip_tags import model_hash
+    from audiogen.generation import pretrained_dir
+
+    return model_hash(args.model or pretrained_dir("spec")), model_hash(args.vocoder or pretrained_dir("vocoder"))
 
 
 def load_models(args: argparse.Namespace, model_sha: str, vocoder_sha: str) -> Any:
