@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from audiogen.frontend import FrontendConfig
 from audiogen.mixture_prior import LatentPrior, SamplingNoise
+from audiogen.overlap import decode_with_overlap
 from audiogen.spec import SpecVAE
 
 
@@ -42,27 +43,17 @@ def decode_stream(
     overlap = vae.decoder_context if overlap is None else int(overlap)
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
-    ratio = vae.time_ratio
-    pending: torch.Tensor | None = None  # latent frames [start, start + len)
-    start = emitted = 0  # global latent indices: first frame held; first frame not yet decoded
 
-    def window(stop: int) -> torch.Tensor:
-        first = max(start, emitted - overlap)
-        mel = vae.decode(pending[..., first - start:])[0]
-        return mel[:, (emitted - first) * ratio: (stop - first) * ratio]
+    def checked(chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for chunk in chunks:
+            if chunk.dim() != 3 or chunk.shape[:2] != (1, vae.latent_dim):
+                raise ValueError(f"expected latent chunks (1, {vae.latent_dim}, l), got {tuple(chunk.shape)}")
+            yield chunk
 
-    for chunk in latent_chunks:
-        if chunk.dim() != 3 or chunk.shape[:2] != (1, vae.latent_dim):
-            raise ValueError(f"expected latent chunks (1, {vae.latent_dim}, l), got {tuple(chunk.shape)}")
-        pending = chunk if pending is None else torch.cat([pending, chunk.to(pending.device)], dim=-1)
-        ready = start + pending.shape[-1] - overlap
-        if ready > emitted:
-            yield window(ready)
-            emitted = ready
-            keep = max(start, emitted - overlap)
-            pending, start = pending[..., keep - start:], keep
-    if pending is not None and start + pending.shape[-1] > emitted:
-        yield window(start + pending.shape[-1])
+    def concat(pieces: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([piece.to(pieces[0].device) for piece in pieces], dim=-1)
+
+    yield from decode_with_overlap(lambda z: vae.decode(z)[0], checked(latent_chunks), overlap, vae.time_ratio, concat)
 
 
 def encoder_reach(vae: SpecVAE) -> int:

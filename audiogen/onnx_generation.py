@@ -46,6 +46,7 @@ from audiogen.generation import (
     take_frames,
     vocoder_chunk_frames,
 )
+from audiogen.overlap import CrossfadeChunker, decode_with_overlap, raised_cosine_fade_in
 
 MANIFEST_VERSION = 1  # of the manifest.json audiogen.onnx_export writes
 GENERATION_GRAPHS = ("prior_step", "vae_decoder", "vocoder")  # what generate runs (not the encoder)
@@ -244,94 +245,15 @@ class OnnxPrior:
             yield chunk
 
 
-def decode_stream(decode: Any, latent_chunks: Iterable[np.ndarray], overlap: int, ratio: int) -> Iterator[np.ndarray]:
-    """:func:`audiogen.latents.decode_stream` on numpy arrays: mel pieces (n_mels, l · ratio) as soon as final.
-
-    ``decode`` maps latents (1, D, L) to mel (1, n_mels, L · ratio); each piece is decoded with
-    ``overlap`` latent frames of context on each side, so the pieces join into the whole decode.
-    """
-    pending: np.ndarray | None = None  # latent frames [start, start + len)
-    start = emitted = 0  # global latent indices: first frame held; first frame not yet decoded
-
-    def window(stop: int) -> np.ndarray:
-        first = max(start, emitted - overlap)
-        mel = decode(pending[..., first - start:])[0]
-        return mel[:, (emitted - first) * ratio: (stop - first) * ratio]
-
-    for chunk in latent_chunks:
-        pending = chunk if pending is None else np.concatenate([pending, chunk], axis=-1)
-        ready = start + pending.shape[-1] - overlap
-        if ready > emitted:
-            yield window(ready)
-            emitted = ready
-            keep = max(start, emitted - overlap)
-            pending, start = pending[..., keep - start:], keep
-    if pending is not None and start + pending.shape[-1] > emitted:
-        yield window(start + pending.shape[-1])
+def concat_time(pieces: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(pieces, axis=-1)
 
 
-class ChunkedVocoder:
-    """:class:`audiogen.vocoder._ChunkedVocoder` on numpy arrays, for one unbatched stream.
-
-    Chunk ``i`` owns mel frames ``[i · chunk, (i + 1) · chunk)``, is run with ``overlap`` frames of
-    context on each side, and meets the next chunk in a raised-cosine crossfade over ``overlap``
-    frames centred on the boundary: the layout (and so the audio) of the PyTorch path.
-    """
-
-    def __init__(self, vocode: Any, chunk_frames: int, overlap_frames: int, hop: int):
-        if chunk_frames < 1 or overlap_frames < 0 or chunk_frames < overlap_frames:
-            raise ValueError("chunk_frames must be >= 1 and >= overlap_frames >= 0")
-        self.vocode, self.chunk, self.context, self.hop = vocode, chunk_frames, overlap_frames, hop
-        self.half = overlap_frames // 2
-        fade = 2 * self.half * hop
-        self.fade_in = (0.5 - 0.5 * np.cos(math.pi * (np.arange(fade) + 0.5) / max(fade, 1))).astype(np.float32)
-        self.mel: np.ndarray | None = None  # buffered frames (n_mels, n)
-        self.mel_start = 0  # global index of the first buffered frame
-        self.next_chunk = 0  # global start frame of the next chunk to run
-        self.tail: np.ndarray | None = None  # the previous chunk's output over the next crossfade
-
-    def push(self, mel: np.ndarray) -> list[np.ndarray]:
-        """Add frames (n_mels, f); return the audio (n,) that became final."""
-        self.mel = mel if self.mel is None else np.concatenate([self.mel, mel], axis=-1)
-        out = []
-        while self._end() >= self.next_chunk + self.chunk + max(self.context, 1):
-            out.append(self._run_chunk(self.next_chunk + self.chunk, last=False))
-        return out
-
-    def finish(self) -> list[np.ndarray]:
-        """The input has ended: the remaining chunks' audio."""
-        out, end = [], self._end()
-        while self.mel is not None and self.next_chunk < end:
-            stop = min(self.next_chunk + self.chunk, end)
-            out.append(self._run_chunk(stop, last=stop == end))
-        return out
-
-    def _end(self) -> int:
-        return self.mel_start + (0 if self.mel is None else self.mel.shape[-1])
-
-    def _run_chunk(self, stop: int, last: bool) -> np.ndarray:
-        start, hop, end = self.next_chunk, self.hop, self._end()
-        first = start == 0
-        lo, hi = max(0, start - self.context), min(end, stop + self.context)
-        audio = self.vocode(self.mel[None, :, lo - self.mel_start: hi - self.mel_start])[0, 0]  # ((hi - lo) · hop,)
-
-        def take(a: int, b: int) -> np.ndarray:  # global frame range → this chunk's samples
-            return audio[(a - lo) * hop: (b - lo) * hop]
-
-        keep_from = start if first else max(0, start - self.half)
-        fade_to = min(end, start + self.half) if not first else start
-        hand_over = stop if last else stop - self.half
-        pieces = []
-        if not first:
-            ramp = self.fade_in[: (fade_to - keep_from) * hop]
-            pieces.append(self.tail * (1 - ramp) + take(keep_from, fade_to) * ramp)
-        pieces.append(take(fade_to, max(fade_to, hand_over)))
-        if not last:
-            self.tail = take(hand_over, min(end, stop + self.half))
-        self.next_chunk = stop
-        drop = max(0, self.next_chunk - self.context - self.mel_start)  # frames before the next left context
-        self.mel, self.mel_start = self.mel[..., drop:], self.mel_start + drop
-        return np.concatenate(pieces)
+def chunked_vocoder(vocode: Any, chunk_frames: int, overlap_frames: int, hop: int) -> CrossfadeChunker:
+    """The chunks and crossfades of :func:`audiogen.vocoder.vocode_stream` around ``vocode``
+    (mel (1, n_mels, f) → audio (1, f · hop), numpy), so both runtimes lay a clip out alike."""
+    fade_in = raised_cosine_fade_in(2 * (overlap_frames // 2) * hop)
+    return CrossfadeChunker(vocode, chunk_frames, overlap_frames, hop, concat_time, fade_in)
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,9 +308,9 @@ class OnnxGenerator:
         """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks."""
 
         def decode(z: np.ndarray) -> np.ndarray:
-            return self.decoder.run(None, {"latents": z})[0]
+            return self.decoder.run(None, {"latents": z})[0][0]
 
-        return decode_stream(decode, latents, self.decoder_context, self.time_ratio)
+        return decode_with_overlap(decode, latents, self.decoder_context, self.time_ratio, concat_time)
 
     def audio(self, latents: Iterable[np.ndarray], vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
         """Float32 audio pieces (n,) as the latents arrive.
@@ -407,13 +329,15 @@ class OnnxGenerator:
             mels = threaded(mels, depth=2, name="vae-decoder", inference_mode=False)
 
         def vocode(mel: np.ndarray) -> np.ndarray:
-            return self.vocoder.run(None, {"mel": mel})[0]
+            return self.vocoder.run(None, {"mel": mel})[0][:, 0]  # (1, frames · hop)
 
-        runner = ChunkedVocoder(vocode, vocoder_chunk_frames or self.vocoder_chunk, self.vocoder_overlap,
-                                self.hop_length)
+        runner = chunked_vocoder(vocode, vocoder_chunk_frames or self.vocoder_chunk, self.vocoder_overlap,
+                                 self.hop_length)
         for mel in mels:
-            yield from runner.push(mel)
-        yield from runner.finish()
+            for audio in runner.push(mel[None]):
+                yield audio[0]
+        for audio in runner.finish():
+            yield audio[0]
 
     def stream(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
                chunk_seconds: float = 8.0, vocoder_chunk_seconds: float | None = None) -> Iterator[np.ndarray]:

@@ -32,6 +32,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from audiogen.config import ConfigError, from_dict
 from audiogen.frontend import FrontendConfig
+from audiogen.overlap import CrossfadeChunker, raised_cosine_fade_in
 
 LRELU_SLOPE = 0.1  # HiFi-GAN's leaky-ReLU slope inside the generator
 
@@ -532,92 +533,25 @@ def build_vocoder(model_config: VocoderConfig, frontend: FrontendConfig) -> Voco
 # Chunked and streaming inference
 
 
-class _ChunkedVocoder:
-    """Runs a vocoder over a mel that arrives in pieces, in fixed chunks with overlap.
-
-    Chunk ``i`` owns the frames ``[i * chunk, (i + 1) * chunk)`` and is run on them plus
-    ``overlap`` frames of context on each side. Of its output, the samples from ``half =
-    overlap // 2`` frames before its start to ``half`` frames after its end are kept; where two
-    chunks meet they are crossfaded with complementary raised-cosine ramps over ``overlap``
-    frames centred on the boundary. Every kept sample thus sees at least ``half`` frames of real
-    context on each side, which covers the receptive field of the shipped generators, so
-    chunked output equals whole-input output to float rounding; the crossfade hides what a
-    larger receptive field would leave.
-
-    The chunk layout depends only on the frame index, never on how the input was split, so
-    feeding the mel in any pieces gives the same audio.
-    """
+class _ChunkedVocoder(CrossfadeChunker):
+    """:class:`audiogen.overlap.CrossfadeChunker` (fixed chunks with overlap, raised-cosine
+    crossfades) on a vocoder: the mel goes to the vocoder's device, the audio comes back to the CPU."""
 
     def __init__(self, vocoder: Vocoder, chunk_frames: int, overlap_frames: int):
-        if chunk_frames < 1 or overlap_frames < 0:
-            raise ValueError("chunk_frames must be >= 1 and overlap_frames >= 0")
-        if chunk_frames < overlap_frames:
-            raise ValueError(f"chunk_frames {chunk_frames} must be >= overlap_frames {overlap_frames}")
         self.vocoder = vocoder
-        self.chunk = chunk_frames
-        self.context = overlap_frames
-        self.half = overlap_frames // 2
-        self.hop = vocoder.hop_length
         self.device = next(vocoder.parameters()).device
-        fade = 2 * self.half * self.hop
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(fade, dtype=torch.float64) + 0.5) / max(fade, 1))
-        self.fade_in = ramp.float()  # fade_in + fade_in.flip(0) == 1: the two ramps sum to one
-        self.mel: torch.Tensor | None = None  # buffered frames, (B, n_mels, n)
-        self.mel_start = 0  # global index of the first buffered frame
-        self.next_chunk = 0  # global start frame of the next chunk to run
-        self.tail: torch.Tensor | None = None  # previous chunk's output over the next crossfade
+        fade_in = torch.from_numpy(raised_cosine_fade_in(2 * (overlap_frames // 2) * vocoder.hop_length))
+        super().__init__(self._vocode, chunk_frames, overlap_frames, vocoder.hop_length,
+                         lambda pieces: torch.cat(pieces, dim=-1), fade_in)
+
+    def _vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.vocoder(mel)[:, 0].float().cpu()  # (B, frames · hop)
 
     def push(self, mel: torch.Tensor) -> list[torch.Tensor]:
         """Add frames (B, n_mels, f); return the audio (B, n) that became final."""
         if mel.dim() != 3 or mel.shape[1] != self.vocoder.n_mels:
             raise ValueError(f"expected mel (B, {self.vocoder.n_mels}, frames), got {tuple(mel.shape)}")
-        mel = mel.to(self.device, torch.float32)
-        self.mel = mel if self.mel is None else torch.cat([self.mel, mel], dim=-1)
-        out = []
-        # a chunk can run once its right context has arrived and more frames follow it (so it
-        # is not the last one, whose end is only known at finish())
-        while self._buffered_end() >= self.next_chunk + self.chunk + max(self.context, 1):
-            out.append(self._run_chunk(self.next_chunk + self.chunk, last=False))
-        return out
-
-    def finish(self) -> list[torch.Tensor]:
-        """The input has ended: run the remaining chunks and return their audio."""
-        out = []
-        end = self._buffered_end()
-        while self.mel is not None and self.next_chunk < end:
-            stop = min(self.next_chunk + self.chunk, end)
-            out.append(self._run_chunk(stop, last=stop == end))
-        return out
-
-    def _buffered_end(self) -> int:
-        return self.mel_start + (0 if self.mel is None else self.mel.shape[-1])
-
-    def _run_chunk(self, stop: int, last: bool) -> torch.Tensor:
-        start, hop, end = self.next_chunk, self.hop, self._buffered_end()
-        first = start == 0
-        lo, hi = max(0, start - self.context), min(end, stop + self.context)
-        audio = self.vocoder(self.mel[..., lo - self.mel_start : hi - self.mel_start])[:, 0]  # (B, (hi-lo)*hop)
-        audio = audio.float().cpu()
-
-        def take(a: int, b: int) -> torch.Tensor:  # global frame range → this chunk's samples
-            return audio[:, (a - lo) * hop : (b - lo) * hop]
-
-        # where this chunk's share begins, and where the next chunk's crossfade begins
-        keep_from = start if first else max(0, start - self.half)
-        fade_to = min(end, start + self.half) if not first else start
-        hand_over = stop if last else stop - self.half
-        pieces = []
-        if not first:
-            ramp = self.fade_in[: (fade_to - keep_from) * hop]
-            pieces.append(self.tail * (1 - ramp) + take(keep_from, fade_to) * ramp)
-        pieces.append(take(fade_to, max(fade_to, hand_over)))
-        if not last:
-            self.tail = take(hand_over, min(end, stop + self.half))
-        self.next_chunk = stop
-        # frames before the next chunk's left context are no longer needed
-        drop = max(0, self.next_chunk - self.context - self.mel_start)
-        self.mel, self.mel_start = self.mel[..., drop:], self.mel_start + drop
-        return torch.cat(pieces, dim=-1)
+        return super().push(mel.to(self.device, torch.float32))
 
 
 DEFAULT_CHUNK_FRAMES = 1024  # ≈ 12 s at 22.05 kHz / hop 256

@@ -26,18 +26,19 @@ from audiogen.generation import load_generator, load_vae, load_vocoder, pretrain
 from audiogen.latents import decode_stream as torch_decode_stream
 from audiogen.mixture_prior import LatentPrior, SamplingNoise
 from audiogen.onnx_generation import (
-    ChunkedVocoder,
     MixtureHead,
     TorchRandom,
     TorchSamplingNoise,
     bundled_graphs_dir,
     cached_graphs_dir,
-    decode_stream,
+    chunked_vocoder,
+    concat_time,
     draw_frame,
     find_graphs,
     load_onnx_generator,
     onnxruntime_available,
 )
+from audiogen.overlap import decode_with_overlap
 from audiogen.vocoder import vocode_stream
 
 LATENT_TOLERANCE = 1e-3
@@ -105,34 +106,35 @@ def split(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(array, np.cumsum(sizes)[:-1], axis=-1)
 
 
-def test_decode_stream_matches_the_torch_one_for_any_chunks(models):
+def test_numpy_decode_stream_matches_the_torch_one_for_any_chunks(models):
     vae, _ = load_vae(models["model"])
     z = np.random.default_rng(0).standard_normal((1, vae.latent_dim, 41)).astype(np.float32)
     sizes = [1, 7, 3, 19, 11]
 
     def decode(latents: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return vae.decode(torch.from_numpy(latents)).numpy()
+            return vae.decode(torch.from_numpy(latents)).numpy()[0]
 
     expected = torch.cat(list(torch_decode_stream(vae, (torch.from_numpy(c) for c in split(z, sizes)))), -1)
-    got = np.concatenate(list(decode_stream(decode, split(z, sizes), vae.decoder_context, vae.time_ratio)), -1)
+    got = np.concatenate(list(decode_with_overlap(decode, split(z, sizes), vae.decoder_context, vae.time_ratio,
+                                                  concat_time)), -1)
     assert got.shape == tuple(expected.shape) == (vae.n_mels, 41 * vae.time_ratio)
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
-def test_chunked_vocoder_matches_the_torch_one_for_any_pieces(models):
+def test_numpy_chunked_vocoder_matches_the_torch_one_for_any_pieces(models):
     vocoder = load_vocoder(models["vocoder"])
     mel = (np.random.default_rng(1).standard_normal((vocoder.n_mels, 333)) - 5).astype(np.float32)
     sizes = [50, 1, 120, 100, 62]
 
     def vocode(m: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return vocoder(torch.from_numpy(m)).numpy()
+            return vocoder(torch.from_numpy(m)).numpy()[:, 0]
 
     expected = np.concatenate(list(vocode_stream(vocoder, (torch.from_numpy(p) for p in split(mel, sizes)),
                                                  chunk_frames=100, overlap_frames=16)))
-    runner = ChunkedVocoder(vocode, 100, 16, vocoder.hop_length)
-    got = np.concatenate([a for piece in split(mel, sizes) for a in runner.push(piece)] + runner.finish())
+    runner = chunked_vocoder(vocode, 100, 16, vocoder.hop_length)
+    got = np.concatenate([a for piece in split(mel, sizes) for a in runner.push(piece[None])] + runner.finish(), -1)[0]
     assert got.shape == expected.shape == (333 * vocoder.hop_length,)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
