@@ -343,9 +343,8 @@ def clip_samples(seconds: float, sample_rate: int) -> int | None:
 
 
 def latent_frames(samples: int, hop_length: int, time_ratio: int) -> int:
-    """Latent frames a clip of ``samples`` audio samples is decoded from: one mel frame more than
-    the samples cover (the last frame is centred on the last sample), rounded up to whole latent
-    frames, plus one so the decoder's last window is not cut short."""
+    """Latent frames a clip of ``samples`` audio samples is decoded from: the mel frames that cover
+    the samples (one more than ``samples / hop``), in whole latent frames, and one latent frame to spare."""
     return math.ceil((samples / hop_length + 1) / time_ratio) + 1
 
 

@@ -345,7 +345,8 @@ def export_onnx(
     or absent. ``progress`` (a callable taking a line) hears of each graph as it is written.
     ``generation_only``: the graphs ``generate`` runs (:data:`audiogen.onnx_generation.GENERATION_GRAPHS`,
     not the encoder). The manifest's ``sources`` name the weights by
-    :func:`audiogen.clip_tags.model_hash`, which is how ``generate`` finds the graphs of its models.
+    :class:`audiogen.onnx_generation.SourceIdentity` (weights and config.yaml), which is how
+    ``generate`` finds the graphs of its models.
 
     Raises:
         ValueError: ``out_dir`` exists and ``force`` is not set, or its parent is missing; with
@@ -356,8 +357,8 @@ def export_onnx(
 
     from audiogen import __version__
     from audiogen.checkpoint import CheckpointError, publish_folder, read_model_dir
-    from audiogen.clip_tags import model_hash
     from audiogen.generation import load_prior, load_vae, load_vocoder, pretrained_dir
+    from audiogen.onnx_generation import SourceIdentity
 
     model_name = "bundled" if model_dir is None else str(model_dir)
     vocoder_name = "bundled" if vocoder_dir is None else str(vocoder_dir)
@@ -416,9 +417,9 @@ def export_onnx(
                        for g in graphs},
             "not_exported": not_exported,
             "sources": {  # dir: as named ("bundled": the models shipped with audiogen)
-                "model": {"dir": model_name, "weights_sha": model_hash(model_dir),
+                "model": {"dir": model_name, **dataclasses.asdict(SourceIdentity.of(model_dir)),
                           "vae_sha256": _sha256(model_dir / "vae.safetensors")},
-                "vocoder": {"dir": vocoder_name, "weights_sha": model_hash(vocoder_dir),
+                "vocoder": {"dir": vocoder_name, **dataclasses.asdict(SourceIdentity.of(vocoder_dir)),
                             "vocoder_sha256": _sha256(vocoder_dir / "vocoder.safetensors")},
             },
         }

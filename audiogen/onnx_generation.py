@@ -82,19 +82,46 @@ def bundled_graphs_dir() -> Path:
     return pretrained_dir("onnx")
 
 
-def find_graphs(model_sha: str, vocoder_sha: str) -> Path | None:
-    """The first folder of generation graphs made from exactly these weights, else None.
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What graphs must have been exported from to stand for a model folder: its weights and its
+    config.yaml (a folder whose config.yaml is broken or changed is not the one exported, and
+    PyTorch, which reads it, says so)."""
 
-    A folder counts when its manifest's ``sources`` name both hashes and it holds every graph of
-    :data:`GENERATION_GRAPHS`; stale graphs (the weights changed since the export) are passed over.
+    weights_sha: str  # audiogen.clip_tags.model_hash of the folder
+    config_sha256: str
+
+    @classmethod
+    def of(cls, folder: str | Path, weights_sha: str | None = None) -> SourceIdentity:
+        """The identity of a model folder (``weights_sha``: its model_hash, when the caller has it)."""
+        import hashlib
+
+        from audiogen.clip_tags import model_hash
+
+        try:
+            config = hashlib.sha256((Path(folder) / "config.yaml").read_bytes()).hexdigest()
+        except OSError:
+            config = "none"
+        return cls(weights_sha or model_hash(folder), config)
+
+    def is_source(self, source: dict[str, Any]) -> bool:
+        """Whether a manifest's ``sources`` entry names this folder."""
+        return source.get("weights_sha") == self.weights_sha and source.get("config_sha256") == self.config_sha256
+
+
+def find_graphs(model: SourceIdentity, vocoder: SourceIdentity) -> Path | None:
+    """The first folder of generation graphs exported from exactly these model folders, else None.
+
+    A folder counts when its manifest's ``sources`` name both and it holds every graph of
+    :data:`GENERATION_GRAPHS`; stale graphs (the weights or configs changed since the export) are
+    passed over.
     """
-    for folder in (bundled_graphs_dir(), cached_graphs_dir(model_sha, vocoder_sha)):
+    for folder in (bundled_graphs_dir(), cached_graphs_dir(model.weights_sha, vocoder.weights_sha)):
         manifest = read_manifest(folder)
         if manifest is None:
             continue
         sources = manifest.get("sources", {})
-        if (sources.get("model", {}).get("weights_sha") == model_sha
-                and sources.get("vocoder", {}).get("weights_sha") == vocoder_sha
+        if (model.is_source(sources.get("model", {})) and vocoder.is_source(sources.get("vocoder", {}))
                 and all((folder / f"{name}.onnx").is_file() for name in GENERATION_GRAPHS)
                 and set(GENERATION_GRAPHS) <= set(manifest.get("graphs", {}))):
             return folder

@@ -10,6 +10,7 @@ within AUDIO_TOLERANCE of full scale (measured over 9 seeds x 120 s of the bundl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from audiogen.latents import decode_stream as torch_decode_stream
 from audiogen.mixture_prior import LatentPrior, SamplingNoise
 from audiogen.onnx_generation import (
     MixtureHead,
+    SourceIdentity,
     TorchRandom,
     TorchSamplingNoise,
     bundled_graphs_dir,
@@ -61,8 +63,8 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def bundled_hashes() -> tuple[str, str]:
-    return model_hash(pretrained_dir("spec")), model_hash(pretrained_dir("vocoder"))
+def bundled_identities() -> tuple[SourceIdentity, SourceIdentity]:
+    return SourceIdentity.of(pretrained_dir("spec")), SourceIdentity.of(pretrained_dir("vocoder"))
 
 
 # ------------------------------------------------------------------------------ torch's random numbers
@@ -143,23 +145,35 @@ def test_numpy_chunked_vocoder_matches_the_torch_one_for_any_pieces(models):
 
 
 def test_bundled_graphs_are_those_of_the_bundled_weights():
-    assert find_graphs(*bundled_hashes()) == bundled_graphs_dir(), (
-        "audiogen/pretrained/onnx is not of the bundled weights (they changed?): generate falls back to PyTorch. "
-        "Re-export: .venv/bin/audiogen export-onnx --out audiogen/pretrained/onnx --generation-only --force")
+    assert find_graphs(*bundled_identities()) == bundled_graphs_dir(), (
+        "audiogen/pretrained/onnx is not of the bundled weights (they changed?), so generate runs them on PyTorch. "
+        "Re-export: .venv/bin/audiogen export-onnx --out audiogen/pretrained/onnx --generation-only --force "
+        "(a bundled prior with no step graph, not the mixture prior: remove the folder and this test)")
 
 
 def test_stale_or_foreign_graphs_are_passed_over(tmp_path):
-    model_sha, vocoder_sha = "0123456789ab", "ba9876543210"
-    assert find_graphs(model_sha, vocoder_sha) is None
-    folder = cached_graphs_dir(model_sha, vocoder_sha)
+    model, vocoder = SourceIdentity("0123456789ab", "1" * 64), SourceIdentity("ba9876543210", "2" * 64)
+    assert find_graphs(model, vocoder) is None
+    folder = cached_graphs_dir(model.weights_sha, vocoder.weights_sha)
     shutil.copytree(bundled_graphs_dir(), folder)
-    assert find_graphs(model_sha, vocoder_sha) is None  # its manifest names the bundled weights, not these
+    assert find_graphs(model, vocoder) is None  # its manifest names the bundled folders, not these
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["sources"]["model"]["weights_sha"], manifest["sources"]["vocoder"]["weights_sha"] = model_sha, vocoder_sha
+    manifest["sources"]["model"].update(dataclasses.asdict(model))
+    manifest["sources"]["vocoder"].update(dataclasses.asdict(vocoder))
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert find_graphs(model_sha, vocoder_sha) == folder
+    assert find_graphs(model, vocoder) == folder
+    assert find_graphs(model, dataclasses.replace(vocoder, config_sha256="3" * 64)) is None  # another config.yaml
     (folder / "vocoder.onnx").unlink()
-    assert find_graphs(model_sha, vocoder_sha) is None  # incomplete
+    assert find_graphs(model, vocoder) is None  # incomplete
+
+
+def test_the_bundled_weights_with_an_edited_config_are_not_the_bundled_graphs(tmp_path):
+    folder = tmp_path / "spec"
+    shutil.copytree(pretrained_dir("spec"), folder)
+    assert find_graphs(SourceIdentity.of(folder), bundled_identities()[1]) == bundled_graphs_dir()
+    with open(folder / "config.yaml", "a") as config:
+        config.write("# edited\n")
+    assert find_graphs(SourceIdentity.of(folder), bundled_identities()[1]) is None
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +280,7 @@ def test_export_to_the_cache_then_generate_finds_the_graphs(models, tmp_path):
     assert done.returncode == 0, done.stderr
     folder = cached_graphs_dir(model_hash(models["model"]), model_hash(models["vocoder"]))
     assert sorted(p.name for p in folder.glob("*.onnx")) == ["prior_step.onnx", "vae_decoder.onnx", "vocoder.onnx"]
-    assert find_graphs(model_hash(models["model"]), model_hash(models["vocoder"])) == folder
+    assert find_graphs(SourceIdentity.of(models["model"]), SourceIdentity.of(models["vocoder"])) == folder
     clips = {}
     for runtime in ("auto", "torch"):
         out = tmp_path / f"{runtime}.wav"

@@ -672,12 +672,12 @@ def time_to_load(options: list[str], cwd: Path) -> float:
 def generate_runtimes(spec_dir: Path | None, vocoder_dir: Path | None) -> list[str]:
     """The runtimes to time ``generate`` on: onnxruntime first where ``generate`` would pick it for
     these models (onnxruntime installed, graphs of these weights), then PyTorch."""
-    from audiogen.clip_tags import model_hash
     from audiogen.generation import pretrained_dir
-    from audiogen.onnx_generation import find_graphs, onnxruntime_available
+    from audiogen.onnx_generation import SourceIdentity, find_graphs, onnxruntime_available
 
-    hashes = (model_hash(spec_dir or pretrained_dir("spec")), model_hash(vocoder_dir or pretrained_dir("vocoder")))
-    return ["onnxruntime", "torch"] if onnxruntime_available() and find_graphs(*hashes) else ["torch"]
+    identities = (SourceIdentity.of(spec_dir or pretrained_dir("spec")),
+                  SourceIdentity.of(vocoder_dir or pretrained_dir("vocoder")))
+    return ["onnxruntime", "torch"] if onnxruntime_available() and find_graphs(*identities) else ["torch"]
 
 
 def bench_generate(

@@ -72,7 +72,7 @@ def cache_folder(model: str | None, vocoder: str | None) -> Path:
     from audiogen.checkpoint import CheckpointError
     from audiogen.clip_tags import model_hash
     from audiogen.generation import pretrained_dir
-    from audiogen.onnx_generation import bundled_graphs_dir, cached_graphs_dir, find_graphs
+    from audiogen.onnx_generation import SourceIdentity, bundled_graphs_dir, cached_graphs_dir, find_graphs
 
     folders = [Path(model) if model else pretrained_dir("spec"),
                Path(vocoder) if vocoder else pretrained_dir("vocoder")]
@@ -80,7 +80,7 @@ def cache_folder(model: str | None, vocoder: str | None) -> Path:
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: {what} folder not found")
     hashes = [model_hash(folder) for folder in folders]
-    if find_graphs(*hashes) == bundled_graphs_dir():
+    if find_graphs(*(SourceIdentity.of(f, h) for f, h in zip(folders, hashes, strict=True))) == bundled_graphs_dir():
         raise ValueError(f"--cache: these models' graphs ship with audiogen ({bundled_graphs_dir()}): nothing to do")
     out = cached_graphs_dir(*hashes)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -282,13 +282,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_hashes(args: argparse.Namespace) -> tuple[str, str]:
-    """The short hashes of the weights of --model and --vocoder (the bundled ones by default): the
-    clips' tags carry them, and they name the models' ONNX graphs."""
-    from audiogen.clip_tags import model_hash
+def model_folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """--model and --vocoder, the bundled folders by default."""
     from audiogen.generation import pretrained_dir
 
-    return model_hash(args.model or pretrained_dir("spec")), model_hash(args.vocoder or pretrained_dir("vocoder"))
+    return Path(args.model or pretrained_dir("spec")), Path(args.vocoder or pretrained_dir("vocoder"))
+
+
+def model_hashes(args: argparse.Namespace) -> tuple[str, str]:
+    """The short hashes of the weights of --model and --vocoder: the clips' tags carry them, and
+    they name the models' ONNX graphs."""
+    from audiogen.clip_tags import model_hash
+
+    return model_hash(model_folders(args)[0]), model_hash(model_folders(args)[1])
 
 
 def load_models(args: argparse.Namespace, model_sha: str, vocoder_sha: str) -> Any:
@@ -322,7 +328,7 @@ def onnx_graphs(args: argparse.Namespace, model_sha: str, vocoder_sha: str) -> P
     Decided without importing torch. ``--runtime auto`` takes PyTorch, silently, wherever onnxruntime
     cannot run the whole clip; ``--runtime onnxruntime`` says why in one line (ValueError).
     """
-    from audiogen.onnx_generation import find_graphs, onnxruntime_available
+    from audiogen.onnx_generation import SourceIdentity, find_graphs, onnxruntime_available
 
     if args.runtime == "torch":
         return None
@@ -334,9 +340,10 @@ def onnx_graphs(args: argparse.Namespace, model_sha: str, vocoder_sha: str) -> P
     elif not onnxruntime_available():
         why = 'onnxruntime is not installed (pip install -e ".[onnx]")'
     else:
-        graphs = find_graphs(model_sha, vocoder_sha)
+        folders = model_folders(args)
+        graphs = find_graphs(SourceIdentity.of(folders[0], model_sha), SourceIdentity.of(folders[1], vocoder_sha))
         if graphs is None:
-            why = ("no ONNX graphs of these models' weights (a prior other than the mixture prior has none; else "
+            why = ("no ONNX graphs of these model folders (a prior other than the mixture prior has none; else "
                    "`audiogen export-onnx --model M --vocoder V --cache` makes them once)")
     if why is not None and args.runtime == "onnxruntime":
         raise ValueError(f"--runtime onnxruntime: {why}")
