@@ -16,7 +16,7 @@ the clips agree within the tolerance tests/test_onnx_generation.py states, and t
 only where a frame's uniform falls within such a difference of a mixture boundary.
 
 Where the graphs come from (:func:`find_graphs`): a folder of ``audiogen export-onnx`` whose
-manifest names the very weights being run, either shipped beside the bundled models
+manifest names the very model folders being run (their weights and config.yaml), either shipped beside the bundled models
 (``audiogen/pretrained/onnx``) or written once into the cache by ``audiogen export-onnx --cache``
 (:func:`cache_dir`). Only the mixture prior (kind ``latent_prior``) has a step graph; other priors,
 ``--like`` and GPUs stay with PyTorch.

@@ -18,8 +18,8 @@ The prior's one-step function (when the graphs have one) is timed over 100 frame
 at a time, against ``LatentPrior.advance``; on one thread both ways, as ``generate`` samples
 (:func:`audiogen.priors.one_thread`: its matrices are too small to split), in the first worker only.
 
-Kept apart from tools/bench.py (issue 16 asks for these figures there): a section of that script can call
-:func:`run_worker` and take its rows as they are.
+Graph by graph, on the same input; ``tools/bench.py --only generate`` times whole ``generate`` runs on
+both runtimes side by side (what a user waits for: imports, loading, the streamed chunks, the file).
 """
 
 from __future__ import annotations
