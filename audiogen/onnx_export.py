@@ -199,6 +199,8 @@ class MixturePriorStep(nn.Module):
 
 def vocoder_graph(vocoder: nn.Module, frames: int = 64) -> ExportableGraph:
     """The vocoder (any :class:`audiogen.vocoder.Vocoder`) on a copy with weight norm folded away."""
+    from audiogen.vocoder import DEFAULT_CHUNK_FRAMES, DEFAULT_OVERLAP_FRAMES
+
     module = folded_copy(vocoder)
     n_mels, hop = module.n_mels, module.hop_length
     spec = GraphSpec(
@@ -207,8 +209,6 @@ def vocoder_graph(vocoder: nn.Module, frames: int = 64) -> ExportableGraph:
         inputs=(TensorSpec("mel", ("B", n_mels, "F"), LOG_MEL_UNITS),),
         outputs=(TensorSpec("audio", ("B", 1, f"F*{hop}"), "waveform in [-1, 1] at the frontend's sample rate"),),
     )
-    from audiogen.vocoder import DEFAULT_CHUNK_FRAMES, DEFAULT_OVERLAP_FRAMES
-
     example = torch.randn(EXAMPLE_BATCH, n_mels, frames) - 5.0
     # how audiogen.vocoder.vocode_stream chunks a long mel, so another runtime makes the same audio
     extra = {"hop_length": hop, "chunk_frames": DEFAULT_CHUNK_FRAMES, "overlap_frames": DEFAULT_OVERLAP_FRAMES}

@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--out", help="folder to create (written whole or not at all)")
     where.add_argument("--cache", action="store_true",
                        help="write the graphs generate runs (not the encoder) into the cache, where generate finds "
-                            "them by the weights' hashes and then runs these models on onnxruntime, without torch "
-                            "($AUDIOGEN_CACHE_DIR/onnx, else $XDG_CACHE_HOME/audiogen/onnx, else "
-                            "~/.cache/audiogen/onnx); the bundled models' graphs ship with audiogen")
+                            "them by the hashes of the folders' weights and config.yaml and then runs these models "
+                            "on onnxruntime, without torch ($AUDIOGEN_CACHE_DIR/onnx, else "
+                            "$XDG_CACHE_HOME/audiogen/onnx, else ~/.cache/audiogen/onnx); the bundled models' graphs "
+                            "ship with audiogen")
     p.add_argument("--generation-only", action="store_true",
                    help="with --out: only the graphs generate runs, as --cache writes (default: all four)")
     p.add_argument("--force", action="store_true", help="replace the folder if it exists (default: refuse)")
