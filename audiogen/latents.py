@@ -4,7 +4,8 @@
 on both sides that the concatenated mel equals decoding the whole sequence at once;
 :func:`encode_clip` gives a clip's posterior means, :func:`variation` noise- or prior-guided
 resampling near them, :func:`interpolate` a frame-wise slerp between two clips, and
-:func:`compression_report` what float16 latents cost and lose against 16-bit PCM.
+:func:`compression_report` what float16 latents cost and lose against 16-bit PCM, and
+:func:`rate_report` how many bits a latent frame carries and what a token prior's codebooks lose.
 """
 
 from __future__ import annotations
@@ -202,3 +203,53 @@ def compression_report(vae: SpecVAE, mel: torch.Tensor, num_samples: int | None 
         "kbps": latent_bytes * 8 / max(seconds, 1e-9) / 1000,
         "mel_l1": F.l1_loss(recon, mel).item(),
     }
+
+
+@torch.inference_mode()
+def rate_report(vae: SpecVAE, mels: Iterable[torch.Tensor], codebooks=None) -> dict[str, float]:
+    """How much a VAE's latent carries, and what quantising it loses, over log-mel windows.
+
+    The rate is the posterior's KL to N(0, I) summed over channels (nats and bits per latent
+    frame: what a prior must model), the spread of each channel's posterior means over its
+    posterior variance (min and max over channels), and log-mel L1 of the decoded means against
+    the input (``vae_mel_l1``). With ``codebooks`` (a :class:`audiogen.token_prior.ResidualCodebooks`),
+    the means are replaced by their words before decoding (``codebook_mel_l1``), and the share of
+    words each stage used is given (``codebook_use``, the smallest over stages).
+
+    Args:
+        mels: (n_mels, T) or (1, n_mels, T) windows in the frontend's units.
+    """
+    device = next(vae.parameters()).device
+    kl, means, variances, vae_l1, codebook_l1, used = [], [], [], [], [], None
+    for mel in mels:
+        mel = (mel if mel.dim() == 3 else mel.unsqueeze(0)).float().to(device)
+        mu, logvar = vae.encode(mel)
+        kl.append((0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)).sum(1).flatten())
+        means.append(mu[0].T)
+        variances.append(logvar[0].exp().T)
+        vae_l1.append(F.l1_loss(vae.decode(mu, mel.shape[-1]), mel).item())
+        if codebooks is not None:
+            codes = codebooks.encode(mu.transpose(1, 2))
+            words = codebooks.decode(codes).transpose(1, 2)
+            codebook_l1.append(F.l1_loss(vae.decode(words, mel.shape[-1]), mel).item())
+            hits = torch.zeros(codebooks.stages, codebooks.size, dtype=torch.bool, device=device)
+            hits.scatter_(1, codes.reshape(-1, codebooks.stages).T, True)
+            used = hits if used is None else used | hits
+    if not kl:
+        raise ValueError("rate_report needs at least one log-mel window")
+    nats = torch.cat(kl).mean().item()
+    spread = torch.cat(means).var(0) / torch.cat(variances).mean(0)
+    report = {
+        "kl_nats_per_frame": nats,
+        "kl_bits_per_frame": nats / math.log(2),
+        "latent_rate_hz": vae.frontend_config.frame_rate / vae.time_ratio if vae.frontend_config else float("nan"),
+        "spread_min": spread.min().item(),
+        "spread_max": spread.max().item(),
+        "vae_mel_l1": sum(vae_l1) / len(vae_l1),
+    }
+    report["kbit_per_s"] = report["kl_bits_per_frame"] * report["latent_rate_hz"] / 1000
+    if codebooks is not None:
+        report["codebook_mel_l1"] = sum(codebook_l1) / len(codebook_l1)
+        report["codebook_bits_per_frame"] = codebooks.stages * math.log2(codebooks.size)
+        report["codebook_use"] = used.float().mean(1).min().item()
+    return report

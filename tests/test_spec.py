@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from audiogen.config import ConfigError, from_dict, read_yaml
 from audiogen.discriminators import SpecDiscriminator, SpecDiscriminatorConfig
 from audiogen.frontend import FrontendConfig
-from audiogen.latents import compression_report, decode_stream, encode_clip, interpolate, variation
+from audiogen.latents import compression_report, decode_stream, encode_clip, interpolate, rate_report, variation
 from audiogen.mixture_prior import LatentPrior, LatentPriorConfig
 from audiogen.spec import SpecVAE, SpecVAEConfig, kl_divergence, kl_weight
 
@@ -387,6 +387,39 @@ def test_compression_report():
     assert report["ratio"] == pytest.approx(report["pcm_bytes"] / report["latent_bytes"])
     assert report["latent_rate_hz"] == pytest.approx(FRONTEND.frame_rate / vae.time_ratio)
     assert report["mel_l1"] > 0 and math.isfinite(report["mel_l1"])
+
+
+def test_rate_report_measures_the_kl_and_what_codebooks_lose():
+    from audiogen.token_prior import ResidualCodebooks
+
+    vae = tiny_vae().eval()
+    mels = [piano_like_mel(64, seed=s)[0] for s in range(3)]
+    with torch.no_grad():
+        stats = [vae.encode(m[None]) for m in mels]
+    frames = torch.cat([mu[0].T for mu, _ in stats])  # (3 · 16, D): every posterior mean
+    nats = torch.cat([(0.5 * (mu**2 + lv.exp() - 1 - lv)).sum(1).flatten() for mu, lv in stats]).mean().item()
+
+    # codebooks holding every frame as a word lose nothing; a single word (zero) loses the music
+    exact = ResidualCodebooks(dim=4, stages=1, size=len(frames), decay=0.9, steps=1)
+    exact.words[0].copy_(frames)
+    report = rate_report(vae, mels, exact)
+    assert report["kl_nats_per_frame"] == pytest.approx(nats, rel=1e-5)
+    assert report["kl_bits_per_frame"] == pytest.approx(nats / math.log(2), rel=1e-5)
+    assert report["kbit_per_s"] == pytest.approx(report["kl_bits_per_frame"] * FRONTEND.frame_rate / 4 / 1000)
+    assert report["codebook_mel_l1"] == pytest.approx(report["vae_mel_l1"], abs=1e-5)
+    assert report["codebook_bits_per_frame"] == pytest.approx(math.log2(len(frames)))
+    assert report["codebook_use"] == pytest.approx(1.0)
+    assert report["spread_max"] >= report["spread_min"] > 0
+    silent = ResidualCodebooks(dim=4, stages=1, size=2, decay=0.9, steps=1)  # words stay at zero: silence in
+    lossy = rate_report(vae, mels, silent)
+    with torch.no_grad():
+        zero = [F.l1_loss(vae.decode(torch.zeros_like(mu), 64), m[None]).item()
+                for (mu, _), m in zip(stats, mels, strict=True)]
+    assert lossy["codebook_mel_l1"] == pytest.approx(sum(zero) / 3, rel=1e-5) and lossy["codebook_use"] == 0.5
+    assert lossy["codebook_mel_l1"] != report["vae_mel_l1"]
+    assert "codebook_mel_l1" not in rate_report(vae, mels)
+    with pytest.raises(ValueError, match="at least one"):
+        rate_report(vae, [])
 
 
 # --------------------------------------------------------------------------------------------

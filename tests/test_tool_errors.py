@@ -3,8 +3,8 @@ option, file or split, with exit status 2, before any work; a full disk under an
 in one line with status 3 and leaves nothing half-written (wash_scan, fad_benchmark and
 vocoder_quality are tried on a real full tmpfs); every --help shows its defaults.
 
-The corpus (:func:`corpus`) holds 52 bad inputs: 7 for wash_scan, 8 for make_demo_dataset, 11
-for vocoder_quality, 12 for fad_benchmark, 7 for bench, 7 for bench_vocoder. ``audiogen-fad``'s
+The corpus (:func:`corpus`) holds 59 bad inputs: 7 for wash_scan, 8 for make_demo_dataset, 11
+for vocoder_quality, 12 for fad_benchmark, 7 for bench, 7 for bench_vocoder, 7 for latent_rate. ``audiogen-fad``'s
 own corpus is in test_fad_cli.py.
 """
 
@@ -22,7 +22,8 @@ import soundfile as sf
 from helpers import make_piano_maestro, piano_like
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ("wash_scan", "make_demo_dataset", "vocoder_quality", "fad_benchmark", "bench", "bench_vocoder")
+TOOLS = ("wash_scan", "make_demo_dataset", "vocoder_quality", "fad_benchmark", "bench", "bench_vocoder",
+         "latent_rate")
 SR = 22050
 
 
@@ -78,6 +79,7 @@ def corpus(p: dict[str, Path]) -> list[tuple[str, list[str], list[str]]]:
     vq = ["--cache", str(p["cache"]), "--seconds", "1", "--out", out]
     bv = ["--models", "griffin_lim", "--seconds", "1", "--runs", "1"]
     demo = ["--out", out, "--no-progress"]
+    lr = ["--data", str(p["cache"])]
     return [
         ("wash_scan", [missing], [missing, "no such file"]),
         ("wash_scan", [str(p["empty"])], [str(p["empty"]), "no audio files"]),
@@ -133,6 +135,13 @@ def corpus(p: dict[str, Path]) -> list[tuple[str, list[str], list[str]]]:
         ("bench_vocoder", [*bv, "--train-step", "--batch-size", "0"], ["argument --batch-size:", "'0'"]),
         ("bench_vocoder", [*bv, "--train-step", "--segment-frames", "4"], ["argument --segment-frames:", ">= 8"]),
         ("bench_vocoder", [*bv, "--json", str(p["empty"])], ["argument --json:", "is a folder"]),
+        ("latent_rate", ["--data", missing], [missing, "not found"]),
+        ("latent_rate", ["--data", str(p["empty"])], [str(p["empty"]), "index.json"]),
+        ("latent_rate", [*lr, "--split", "bogus"], ["--split 'bogus'", "its splits:"]),
+        ("latent_rate", [*lr, "--windows", "0"], ["argument --windows:", "'0'"]),
+        ("latent_rate", [*lr, "--seconds", "nan"], ["argument --seconds:", "finite"]),
+        ("latent_rate", [*lr, "--model", missing], [missing, "not found"]),
+        ("latent_rate", [*lr, "--json", str(p["empty"])], ["--json", "is a folder"]),
     ]
 
 
@@ -148,7 +157,7 @@ CASES = corpus({key: Path(f"/{key}") for key in ("file", "out", "missing", "maes
 def test_corpus_size():
     counts = {name: sum(case[0] == name for case in CASES) for name in TOOLS}
     assert counts == {"wash_scan": 7, "make_demo_dataset": 8, "vocoder_quality": 11, "fad_benchmark": 12,
-                      "bench": 7, "bench_vocoder": 7}
+                      "bench": 7, "bench_vocoder": 7, "latent_rate": 7}
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{c[0]}:{' '.join(c[1][-2:])}" for c in CASES])

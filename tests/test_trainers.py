@@ -90,6 +90,19 @@ def test_token_prior_run_exports_its_fitted_codebooks_and_generates(trained, tmp
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
 
 
+def test_latent_rate_reports_the_token_priors_codebooks(trained, tiny_cache, tmp_path):
+    token = trained / "token" / "best"
+    result = run("tools/latent_rate.py", "--data", tiny_cache, "--model", token, "--split", "train", "--windows", 2,
+                 "--seconds", 1, "--json", tmp_path / "rate.json")
+    report = json.loads((tmp_path / "rate.json").read_text())
+    assert report["codebook_bits_per_frame"] == 8  # 2 codebooks of 16 words
+    assert report["kl_bits_per_frame"] > 0 and report["codebook_mel_l1"] > 0 and 0 < report["codebook_use"] <= 1
+    assert "bits a frame" in result.stdout and "through the codebooks" in result.stdout
+    plain = run("tools/latent_rate.py", "--data", tiny_cache, "--model", trained / "vae" / "best", "--split", "train",
+                "--windows", 2, "--seconds", 1)
+    assert "through the codebooks" not in plain.stdout
+
+
 def torch_unique_rows(words) -> int:
     return len({tuple(row.tolist()) for row in words})
 
