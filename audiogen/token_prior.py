@@ -152,6 +152,29 @@ class ResidualCodebooks(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# Sampling
+
+
+def pick_code(logits: torch.Tensor, uniform: float, temperature: float, top_k: int) -> int:
+    """The code a uniform number in [0, 1) picks from logits (K,): the first code whose cumulative
+    probability under the softmax at ``temperature`` passes it (inverse-CDF sampling), among the
+    ``top_k`` likeliest codes when top_k > 0; temperature 0 takes the likeliest code.
+
+    One uniform a code, rather than torch.multinomial, so that any runtime that replays the
+    generator's uniforms draws the same codes (:mod:`audiogen.onnx_generation` does, with numpy).
+    """
+    if temperature <= 0:
+        return int(logits.argmax())
+    scaled = logits.double() / temperature
+    if 0 < top_k < scaled.numel():
+        floor = torch.topk(scaled, top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < floor, float("-inf"))
+    cumulative = torch.cumsum(torch.softmax(scaled, -1), -1)
+    return int(torch.searchsorted(cumulative, torch.tensor([uniform * float(cumulative[-1])], dtype=torch.float64),
+                                  right=True).clamp_max(scaled.numel() - 1))
+
+
+# --------------------------------------------------------------------------------------------
 # The prior
 
 
@@ -325,20 +348,13 @@ class TokenPrior(StreamingPrior):
 
     @torch.inference_mode()
     def draw(self, summary: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-        """One token's codes (1, J), slot by slot: softmax at ``temperature`` (0: the likeliest
-        code), keeping the ``top_k`` likeliest codes when top_k > 0."""
+        """One token's codes (1, J), slot by slot, each from one uniform of ``generator`` (see
+        :func:`pick_code`)."""
         h, codes = summary, []
         for j in range(self.codes_per_token):
             logits = self.depth_out[j](self.depth_norms[j](h))[0].float().cpu()
-            if temperature <= 0:
-                code = logits.argmax()
-            else:
-                logits = logits / temperature
-                if 0 < self.top_k < self.codebook_size:
-                    floor = torch.topk(logits, self.top_k).values[-1]
-                    logits = logits.masked_fill(logits < floor, float("-inf"))
-                code = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[0]
-            codes.append(int(code))
+            code = pick_code(logits, float(torch.rand((), generator=generator)), temperature, self.top_k)
+            codes.append(code)
             if j + 1 < self.codes_per_token:
                 h = h + self.depth_mlp[j](self.depth_norms[j](h) + self.depth_embed[j][int(code)])
         return torch.tensor([codes], device=summary.device)

@@ -147,3 +147,18 @@ def test_loss_under_bf16_autocast_is_finite_near_fp32_and_trains():
     assert bf16.item() == pytest.approx(fp32.item(), rel=0.05) and bf16.item() != fp32.item()
     bf16.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in prior.parameters())
+
+
+def test_pick_code_is_inverse_cdf_sampling_of_the_tempered_top_k_softmax():
+    from audiogen.token_prior import pick_code
+
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.0, 0.0])
+    grid = [(i + 0.5) / 2000 for i in range(2000)]  # evenly spread uniforms: counts are the probabilities
+    for temperature, top_k in ((1.0, 0), (0.5, 0), (1.0, 2)):
+        counts = torch.bincount(torch.tensor([pick_code(logits, u, temperature, top_k) for u in grid]), minlength=5)
+        scaled = logits / temperature
+        if top_k:
+            scaled = scaled.masked_fill(scaled < torch.topk(scaled, top_k).values[-1], float("-inf"))
+        assert torch.allclose(counts / 2000, torch.softmax(scaled, -1), atol=1e-3), (temperature, top_k, counts)
+    assert pick_code(logits, 0.999, 0.0, 0) == 0 and pick_code(logits, 0.0, 1.0, 0) == 0
+    assert pick_code(logits, 0.9999999, 1.0, 2) == 3  # the last code kept, never one masked out
