@@ -7,7 +7,10 @@ them and a ``manifest.json`` that names each graph's inputs and outputs, their s
     OUT/vocoder.onnx        mel (B, n_mels, F) → audio (B, 1, F · hop)
     OUT/vae_decoder.onnx    latents (B, D, L) → mel (B, n_mels, L · time_ratio)
     OUT/vae_encoder.onnx    mel (B, n_mels, F) → mu, logvar (B, D, ceil(F / time_ratio))
-    OUT/prior_step.onnx     frame (B, D), state (B, S, C) → params (B, K(1 + 2D)), state (B, S, C)
+    OUT/prior_step.onnx     frame (B, D), state (B, S, C) → params (B, K(1 + 2D)), state (B, S, C)   (mixture prior)
+    OUT/token_step.onnx     codes (B, J), first, cos, sin, valid, key/value caches → summary, logits,
+                            frames (B, D, f), new keys/values                                  (token prior)
+    OUT/token_depth_<j>.onnx   h (B, W), code (B,) → h, logits (B, K), after slot j            (token prior)
     OUT/frontend.yaml       the audio frontend (sample rate, STFT and mel settings)
     OUT/spec_config.yaml, OUT/vocoder_config.yaml   the model folders' resolved configs
     OUT/manifest.json
@@ -19,8 +22,10 @@ a complex spectrum), the dynamo one lowers it and the inverse FFT to real ONNX o
 What is not a graph, and why: the chunking with overlap of :func:`audiogen.vocoder.vocode` and
 :func:`audiogen.latents.decode_stream` (plain slicing and crossfades around the graphs; every
 graph takes any length, so a runtime can chunk as it likes); the prior's sampling loop and its
-random draw (:meth:`audiogen.mixture_prior.LatentPrior.draw`: one categorical pick and a few
-normals per frame, cheaper in the host language than as a graph); and the flow prior
+random draws (:meth:`audiogen.mixture_prior.LatentPrior.draw`: one categorical pick and a few
+normals per frame; :func:`audiogen.token_prior.pick_code`: one inverse-CDF pick per code, between
+the depth head's steps), cheaper in the host language than as a graph, and the token prior's
+key/value ring (the host writes each position's keys into it); and the flow prior
 (:mod:`audiogen.flow_prior`), whose step is a rotary transformer over a sliding key/value cache
 plus an ODE solve, so it is recorded in the manifest as not exported.
 
@@ -41,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from audiogen.onnx_generation import GENERATION_GRAPHS, MANIFEST_VERSION, ort_session
+from audiogen.onnx_generation import MANIFEST_VERSION, is_generation_graph, ort_session
 
 OPSET = 18  # ONNX opset 18 (2022): onnxruntime >= 1.14 runs it, and it has the DFT that the inverse FFT needs
 # torch.export specialises an axis whose example size is 0 or 1 (and then refuses to make it dynamic), so every
@@ -247,13 +253,22 @@ def vae_encoder_graph(vae: nn.Module, frames: int = 63) -> ExportableGraph:
                            {"time_ratio": r})
 
 
-def prior_step_graph(prior: nn.Module) -> ExportableGraph | str:
-    """The mixture prior's one-step function, or why a prior has none (a string)."""
+def prior_graphs(prior: nn.Module) -> list[ExportableGraph] | str:
+    """The graphs of a prior's sampling step (:data:`audiogen.onnx_generation.PRIOR_GRAPHS`), or why a
+    prior has none (a string)."""
     from audiogen.mixture_prior import LatentPrior
+    from audiogen.token_prior import TokenPrior
 
-    if not isinstance(prior, LatentPrior):
-        return (f"{type(prior).__name__}: only the mixture prior (kind latent_prior) has a one-step graph; the flow "
-                "prior's step is a rotary transformer over a sliding key/value cache plus an ODE solve per token")
+    if isinstance(prior, LatentPrior):
+        return [mixture_step_graph(prior)]
+    if isinstance(prior, TokenPrior):
+        return [token_step_graph(prior), *(token_depth_graph(prior, j) for j in range(prior.codes_per_token - 1))]
+    return (f"{type(prior).__name__}: only the mixture and token priors have step graphs; the flow prior's step is "
+            "a rotary transformer over a sliding key/value cache plus an ODE solve per token")
+
+
+def mixture_step_graph(prior: nn.Module) -> ExportableGraph:
+    """The mixture prior's one-step function."""
     module = MixturePriorStep(folded_copy(prior))
     d, k = prior.latent_dim, prior.num_mixtures
     s, c = module.state_frames, prior.head.in_features
@@ -279,6 +294,137 @@ def prior_step_graph(prior: nn.Module) -> ExportableGraph | str:
     return ExportableGraph(spec, module, example, {"frame": {0: "B"}, "state": {0: "B"}}, extra)
 
 
+class TokenTrunkStep(nn.Module):
+    """One position of :class:`audiogen.token_prior.TokenPrior`'s trunk against fixed-size key/value caches.
+
+    ``TransformerBlock.step`` concatenates and trims its cache, whose length a graph cannot carry;
+    here each block's cache is ``slots = max(context_tokens - 1, 1)`` positions, one input per block
+    (a slice of a stacked input would be a copy in onnxruntime), keys stored transposed (B, H, dh,
+    slots) so the scores are one plain product. The first ``valid`` slots are real, in any order
+    (attention does not depend on the keys' order, and rotary keys carry their positions). The new
+    position attends to those and to itself (its own score computed apart, so the cache is never
+    copied), so with a ring of the last ``context_tokens - 1`` positions it sees exactly the window
+    of ``step``. The graph returns the new position's keys and values; the caller writes them into
+    its ring. Same arithmetic as ``TokenPrior.begin(None)`` (``first``: the start embedding at
+    position 0, no cache) and ``TokenPrior.advance``, to float rounding.
+    """
+
+    def __init__(self, prior: nn.Module):
+        super().__init__()
+        self.prior = prior
+        self.slots = max(prior.context_tokens - 1, 1)
+        self.scale = prior.head_dim ** -0.5
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                in_window: torch.Tensor) -> torch.Tensor:
+        """q, k, v (B, H, 1, dh) against keys (B, H, dh, slots), values (B, H, slots, dh) → (B, H, 1, dh)."""
+        cached = (q @ keys * self.scale).masked_fill(~in_window, float("-inf"))  # (B, H, 1, slots)
+        own = (q * k).sum(-1, keepdim=True) * self.scale  # (B, H, 1, 1)
+        weights = torch.softmax(torch.cat([cached, own], -1), -1)
+        return weights[..., :-1] @ values + weights[..., -1:] * v
+
+    def forward(self, codes: torch.Tensor, first: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                valid: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """codes (B, J) int64, first (B,) bool, cos/sin (1, dh/2), valid () int64, caches keys_0, values_0,
+        keys_1, ... → summary (B, W), logits of slot 0 (B, K), frames of ``codes`` (B, D, frames), new
+        keys and values (blocks, B, H, dh)."""
+        prior = self.prior
+        embedded = prior._embed_codes(codes[:, None])[:, 0]  # (B, W)
+        x = torch.where(first[:, None], prior.start.expand_as(embedded), embedded)[:, None]  # (B, 1, W)
+        in_window = torch.arange(self.slots, device=codes.device) < valid
+        new_keys, new_values = [], []
+        for i, block in enumerate(prior.blocks):
+            q, k, v = block._qkv(x, cos, sin)
+            x = block._finish(x, self._attend(q, k, v, caches[2 * i], caches[2 * i + 1], in_window))
+            new_keys.append(k[:, :, 0])
+            new_values.append(v[:, :, 0])
+        summary = prior.norm(x)[:, -1]
+        logits = prior.depth_out[0](prior.depth_norms[0](summary))
+        return summary, logits, prior.to_frames(codes[:, None]), torch.stack(new_keys), torch.stack(new_values)
+
+
+class TokenDepthStep(nn.Module):
+    """One step of :class:`audiogen.token_prior.TokenPrior`'s depth head after the code of ``slot``: the
+    residual update of ``TokenPrior.draw`` and the logits of the next slot, with the prior's own modules.
+
+    One graph per slot: a graph taking the slot as an input would gather that slot's weights (a
+    copy of the output layer's K × W each call, measured 3x slower)."""
+
+    def __init__(self, prior: nn.Module, slot: int):
+        super().__init__()
+        self.norm, self.mlp = prior.depth_norms[slot], prior.depth_mlp[slot]
+        self.embed = nn.Parameter(prior.depth_embed[slot].detach().clone(), requires_grad=False)  # (K, W)
+        self.next_norm, self.next_out = prior.depth_norms[slot + 1], prior.depth_out[slot + 1]
+
+    def forward(self, h: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, W), code (B,) int64 → next h (B, W), logits of slot + 1 (B, K)."""
+        h = h + self.mlp(self.norm(h) + self.embed[code])
+        return h, self.next_out(self.next_norm(h))
+
+
+TOKEN_SAMPLING = ("per code, in slot order: the first code whose cumulative probability under softmax(logits / "
+                  "temperature) (top_k likeliest codes when top_k > 0) passes u · total, u one uniform of the "
+                  "generator (audiogen.token_prior.pick_code); temperature 0 takes the likeliest code")
+
+
+def token_step_graph(prior: nn.Module) -> ExportableGraph:
+    """The token prior's trunk step (see :class:`TokenTrunkStep`)."""
+    module = TokenTrunkStep(folded_copy(prior))
+    j, k, w, d = prior.codes_per_token, prior.codebook_size, prior.start.numel(), prior.latent_dim
+    f, blocks, h, dh, slots = prior.frames_per_token, len(prior.blocks), prior.heads, prior.head_dim, module.slots
+    angle_units = "cos / sin of position · 10000^(-2i/head_dim), formed in float64, rounded to float32"
+    caches = []
+    for i in range(blocks):
+        caches += [TensorSpec(f"keys_{i}", ("B", h, dh, slots), f"block {i}'s rotated keys of earlier positions"),
+                   TensorSpec(f"values_{i}", ("B", h, slots, dh), f"block {i}'s values of earlier positions")]
+    new_units = "this position's rotated keys / values, per block"
+    spec = GraphSpec(
+        name="token_step",
+        description="one position of the token prior's trunk: the token just drawn (or the start embedding) at "
+                    "its position, against the key/value caches → the next token's summary and slot-0 logits, "
+                    "the latent frames of the token fed in, and this position's keys and values",
+        inputs=(TensorSpec("codes", ("B", j), f"codes in 0 .. {k - 1}, frame-major, coarse first", "int64"),
+                TensorSpec("first", ("B",), "true: the start of a piece (codes ignored, the start embedding)", "bool"),
+                TensorSpec("cos", (1, dh // 2), angle_units), TensorSpec("sin", (1, dh // 2), angle_units),
+                TensorSpec("valid", (), "how many cache slots are real, the first ones", "int64"), *caches),
+        outputs=(TensorSpec("summary", ("B", w), "the trunk's output (the depth head's h for slot 0)"),
+                 TensorSpec("logits", ("B", k), "unnormalised log-probabilities of slot 0's code"),
+                 TensorSpec("frames", ("B", d, f), f"{LATENT_UNITS}: the sums of the input codes' words"),
+                 TensorSpec("new_keys", (blocks, "B", h, dh), new_units),
+                 TensorSpec("new_values", (blocks, "B", h, dh), new_units)),
+    )
+    example = (torch.randint(k, (EXAMPLE_BATCH, j)), torch.tensor([True, False]), torch.randn(1, dh // 2),
+               torch.randn(1, dh // 2), torch.tensor(3),
+               *(torch.randn(EXAMPLE_BATCH, *c.shape[1:]) for c in caches))
+    extra = {"kind": "token_prior", "latent_dim": d, "frames_per_token": f, "codes_per_token": j,
+             "codebook_size": k, "top_k": prior.top_k, "context_tokens": prior.context_tokens, "blocks": blocks,
+             "heads": h, "head_dim": dh, "cache_slots": slots,
+             "cache": "a ring of the last context_tokens - 1 positions: position p's keys and values go to slot "
+                      "p % cache_slots after its step; valid = min(p, context_tokens - 1) at position p",
+             "sampling": TOKEN_SAMPLING}
+    axes = {"codes": {0: "B"}, "first": {0: "B"}, **{c.name: {0: "B"} for c in caches}}
+    return ExportableGraph(spec, module, example, axes, extra)
+
+
+def token_depth_graph(prior: nn.Module, slot: int) -> ExportableGraph:
+    """The token prior's depth-head step after ``slot`` (see :class:`TokenDepthStep`)."""
+    from audiogen.onnx_generation import token_graphs
+
+    w, k = prior.start.numel(), prior.codebook_size
+    spec = GraphSpec(
+        name=token_graphs(prior.codes_per_token)[1 + slot],
+        description=f"one step of the token prior's depth head: h and the code just drawn for slot {slot} → h "
+                    f"and the logits of slot {slot + 1}",
+        inputs=(TensorSpec("h", ("B", w), f"the depth head's state at slot {slot} (token_step's summary at 0)"),
+                TensorSpec("code", ("B",), f"slot {slot}'s code in 0 .. {k - 1}", "int64")),
+        outputs=(TensorSpec("next_h", ("B", w), f"the depth head's state at slot {slot + 1}"),
+                 TensorSpec("logits", ("B", k), f"unnormalised log-probabilities of slot {slot + 1}'s code")),
+    )
+    example = (torch.randn(EXAMPLE_BATCH, w), torch.randint(k, (EXAMPLE_BATCH,)))
+    module = TokenDepthStep(folded_copy(prior), slot)
+    return ExportableGraph(spec, module, example, {"h": {0: "B"}, "code": {0: "B"}}, {"slot": slot})
+
+
 # --------------------------------------------------------------------------------------------
 # Writing and running graphs
 
@@ -291,14 +437,13 @@ def export_graph(graph: ExportableGraph, path: str | Path) -> None:
 
     names = [t.name for t in graph.spec.inputs]
     dims: dict[str, torch.export.Dim] = {}
-    dynamic_shapes = {
-        name: {axis: dims.setdefault(axis_name, torch.export.Dim(axis_name))
-               for axis, axis_name in graph.dynamic_axes.get(name, {}).items()}
-        for name in names
-    }
-    # the forward's own argument names key dynamic_shapes; the graph's names are the manifest's
-    params = [p for p in inspect.signature(graph.module.forward).parameters if p != "self"]
-    dynamic_shapes = {param: dynamic_shapes[name] for param, name in zip(params, names, strict=True)}
+    shapes: list[Any] = [{axis: dims.setdefault(axis_name, torch.export.Dim(axis_name))
+                          for axis, axis_name in graph.dynamic_axes.get(name, {}).items()} for name in names]
+    # positional, in the forward's order; the inputs a *args parameter takes form one tuple at its place
+    params = inspect.signature(graph.module.forward).parameters.values()
+    fixed = sum(p.kind is not inspect.Parameter.VAR_POSITIONAL for p in params)
+    if fixed < len(params):
+        shapes = [*shapes[:fixed], tuple(shapes[fixed:])]
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the exporter warns of every torchvision op it cannot register
@@ -308,7 +453,7 @@ def export_graph(graph: ExportableGraph, path: str | Path) -> None:
             torch.onnx.export(
                 graph.module, graph.example_inputs, str(path), input_names=names,
                 output_names=[t.name for t in graph.spec.outputs], opset_version=OPSET, dynamo=True,
-                dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+                dynamic_shapes=tuple(shapes), external_data=False, verbose=False,
             )  # fmt: skip
     finally:
         quiet.setLevel(level)
@@ -324,7 +469,9 @@ def _numpy(value: Any):
 
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
-    return np.ascontiguousarray(value, dtype=np.float32)
+    value = np.asarray(value)
+    # codes, slots and flags keep their integer or bool type; everything else is the graphs' float32
+    return np.ascontiguousarray(value, dtype=None if value.dtype.kind in "biu" else np.float32)
 
 
 def _sha256(path: Path) -> str:
@@ -343,7 +490,7 @@ def export_onnx(
 
     The folder is built beside ``out_dir`` and renamed into place, so ``out_dir`` is either whole
     or absent. ``progress`` (a callable taking a line) hears of each graph as it is written.
-    ``generation_only``: the graphs ``generate`` runs (:data:`audiogen.onnx_generation.GENERATION_GRAPHS`,
+    ``generation_only``: the graphs ``generate`` runs (:func:`audiogen.onnx_generation.is_generation_graph`:
     not the encoder). The manifest's ``sources`` name the weights by
     :class:`audiogen.onnx_generation.SourceIdentity` (weights and config.yaml), which is how
     ``generate`` finds the graphs of its models.
@@ -382,18 +529,18 @@ def export_onnx(
     graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae), vae_encoder_graph(vae)]
     not_exported: dict[str, str] = {}
     if (model_dir / "prior.safetensors").exists():
-        step = prior_step_graph(load_prior(model_dir, vae.latent_dim))
-        if isinstance(step, str):
-            not_exported["prior_step"] = step
+        steps = prior_graphs(load_prior(model_dir, vae.latent_dim))
+        if isinstance(steps, str):
+            not_exported["prior"] = steps
         else:
-            graphs.append(step)
+            graphs += steps
     else:
-        not_exported["prior_step"] = f"{model_dir} holds no prior (a VAE-only model folder)"
+        not_exported["prior"] = f"{model_dir} holds no prior (a VAE-only model folder)"
     if generation_only:
-        if "prior_step" in not_exported:
-            raise ValueError(f"{model_dir}: no generation graphs: {not_exported['prior_step']} "
+        if "prior" in not_exported:
+            raise ValueError(f"{model_dir}: no generation graphs: {not_exported['prior']} "
                              "(generate runs it on PyTorch)")
-        graphs = [g for g in graphs if g.spec.name in GENERATION_GRAPHS]
+        graphs = [g for g in graphs if is_generation_graph(g.spec.name)]
 
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
@@ -412,7 +559,8 @@ def export_onnx(
             "opset": OPSET,
             "frontend": frontend,
             "axes": {"B": "batch", "F": "mel frames", "L": "latent frames",
-                     "S": "prior state frames (fixed)", "C": "channels (fixed)"},
+                     "S": "prior state frames (fixed)", "C": "channels (fixed)",
+                     "blocks": "transformer blocks (fixed)"},
             "graphs": {g.spec.name: {**g.spec.to_dict(), **g.extra, "sha256": _sha256(tmp / g.spec.file)}
                        for g in graphs},
             "not_exported": not_exported,

@@ -26,6 +26,7 @@ Nothing here imports torch; onnxruntime is imported when a generator is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -49,7 +50,8 @@ from audiogen.generation import (
 from audiogen.overlap import CrossfadeChunker, decode_with_overlap, raised_cosine_fade_in
 
 MANIFEST_VERSION = 1  # of the manifest.json audiogen.onnx_export writes
-GENERATION_GRAPHS = ("prior_step", "vae_decoder", "vocoder")  # what generate runs (not the encoder)
+DECODING_GRAPHS = ("vae_decoder", "vocoder")
+MIXTURE_GRAPHS = ("prior_step",)  # the mixture prior's step (kind latent_prior)
 CACHE_ENV = "AUDIOGEN_CACHE_DIR"
 
 
@@ -109,21 +111,43 @@ class SourceIdentity:
         return source.get("weights_sha") == self.weights_sha and source.get("config_sha256") == self.config_sha256
 
 
+def token_graphs(codes_per_token: int) -> tuple[str, ...]:
+    """The token prior's graphs: its trunk step, then its depth head's step after each slot but the last."""
+    return ("token_step", *(f"token_depth_{j}" for j in range(codes_per_token - 1)))
+
+
+def is_generation_graph(name: str) -> bool:
+    """Whether ``generate`` runs a graph of this name (the VAE encoder it does not)."""
+    return name in DECODING_GRAPHS + MIXTURE_GRAPHS + ("token_step",) or name.startswith("token_depth_")
+
+
+def generation_graphs(manifest: dict[str, Any]) -> tuple[str, ...] | None:
+    """The graphs of a manifest that ``generate`` runs: the decoding ones and a prior's whole step
+    (:data:`MIXTURE_GRAPHS` or :func:`token_graphs`), else None."""
+    graphs = manifest.get("graphs", {})
+    if MIXTURE_GRAPHS[0] in graphs:
+        prior = MIXTURE_GRAPHS
+    elif "token_step" in graphs:
+        prior = token_graphs(graphs["token_step"]["codes_per_token"])
+    else:
+        return None
+    return DECODING_GRAPHS + prior if set(DECODING_GRAPHS + prior) <= set(graphs) else None
+
+
 def find_graphs(model: SourceIdentity, vocoder: SourceIdentity) -> Path | None:
     """The first folder of generation graphs exported from exactly these model folders, else None.
 
     A folder counts when its manifest's ``sources`` name both and it holds every graph of
-    :data:`GENERATION_GRAPHS`; stale graphs (the weights or configs changed since the export) are
+    :func:`generation_graphs`; stale graphs (the weights or configs changed since the export) are
     passed over.
     """
     for folder in (bundled_graphs_dir(), cached_graphs_dir(model.weights_sha, vocoder.weights_sha)):
         manifest = read_manifest(folder)
         if manifest is None:
             continue
-        sources = manifest.get("sources", {})
+        sources, names = manifest.get("sources", {}), generation_graphs(manifest)
         if (model.is_source(sources.get("model", {})) and vocoder.is_source(sources.get("vocoder", {}))
-                and all((folder / f"{name}.onnx").is_file() for name in GENERATION_GRAPHS)
-                and set(GENERATION_GRAPHS) <= set(manifest.get("graphs", {}))):
+                and names is not None and all((folder / f"{name}.onnx").is_file() for name in names)):
             return folder
     return None
 
@@ -248,7 +272,7 @@ def draw_frame(params: np.ndarray, head: MixtureHead, temperature: float, u: np.
     return mean + np.exp(log_scale) * (np.float32(math.sqrt(temperature)) * eps)
 
 
-class OnnxPrior:
+class OnnxMixturePrior:
     """The mixture prior stepped by its graph: :meth:`LatentPrior.sample_stream` without torch."""
 
     def __init__(self, session: Any, head: MixtureHead, state_shape: tuple[int, int]):
@@ -271,6 +295,107 @@ class OnnxPrior:
                 params, state = self.session.run(None, {"frame": frame[None], "state": state})
             yield chunk
 
+
+def pick_code(logits: np.ndarray, uniform: float, temperature: float, top_k: int) -> int:
+    """:func:`audiogen.token_prior.pick_code` in numpy: the code a uniform in [0, 1) picks from logits
+    (K,) by inverting the CDF of the softmax at ``temperature`` (in float64, as torch does), among the
+    ``top_k`` likeliest codes when top_k > 0; temperature 0 takes the likeliest code."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / temperature
+    if 0 < top_k < scaled.size:
+        floor = np.partition(scaled, scaled.size - top_k)[scaled.size - top_k]  # the top_k-th largest
+        scaled = np.where(scaled < floor, -np.inf, scaled)
+    weights = np.exp(scaled - scaled.max())
+    cumulative = np.cumsum(weights / weights.sum())
+    return min(int(np.searchsorted(cumulative, uniform * cumulative[-1], side="right")), scaled.size - 1)
+
+
+def rotary(position: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin (1, head_dim / 2) of :func:`audiogen.transformer.rotary` at one position: the angles
+    in float64 (positions grow without bound), rounded to float32."""
+    inv_freq = 10000.0 ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = np.float64(position) * inv_freq[None]
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """The token prior's sizes (the manifest's token_step facts)."""
+
+    latent_dim: int
+    codes_per_token: int
+    top_k: int
+    context_tokens: int
+    blocks: int
+    heads: int
+    head_dim: int
+    cache_slots: int
+
+    @classmethod
+    def of(cls, step: dict[str, Any]) -> TokenFacts:
+        return cls(**{field.name: int(step[field.name]) for field in dataclasses.fields(cls)})
+
+
+class OnnxTokenPrior:
+    """The token prior stepped by its graphs: :meth:`TokenPrior.sample_stream` without torch.
+
+    Per token: ``token_step`` (the trunk: the token just drawn in, the next one's summary and slot-0
+    logits out, with the drawn token's frames), then for each slot a code picked by :func:`pick_code`
+    from one uniform of the replayed generator, with ``token_depth_<j>`` between slots. Each block's
+    key/value cache is a ring of the last ``context_tokens - 1`` positions (see
+    :class:`audiogen.onnx_export.TokenTrunkStep`): memory stays bounded however long the piece.
+    """
+
+    def __init__(self, trunk: Any, depth: list[Any], facts: TokenFacts):
+        self.trunk, self.depth, self.facts = trunk, depth, facts
+
+    def sample_stream(self, chunk_frames: int, temperature: float, seed: int) -> Iterator[np.ndarray]:
+        """Latent chunks (1, D, chunk_frames) forever, from the start of a piece."""
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        facts, random = self.facts, TorchRandom(seed)
+        codes = np.zeros((1, facts.codes_per_token), dtype=np.int64)
+        feed = {"codes": codes, **self._empty_caches()}
+        summary, logits, _ = self._step(feed, 0)  # TokenPrior.begin(None)
+        position, pending = 1, [np.zeros((1, facts.latent_dim, 0), dtype=np.float32)]
+        while True:
+            have = sum(piece.shape[-1] for piece in pending)
+            while have < chunk_frames:
+                for slot in range(facts.codes_per_token):
+                    codes[0, slot] = pick_code(logits[0], float(random.rand(1)[0]), temperature, facts.top_k)
+                    if slot < len(self.depth):
+                        summary, logits = self.depth[slot].run(None, {"h": summary, "code": codes[:, slot]})
+                summary, logits, frames = self._step(feed, position)
+                position += 1
+                pending.append(frames)
+                have += frames.shape[-1]
+            latents = np.concatenate(pending, axis=-1)
+            yield latents[..., :chunk_frames]
+            pending = [latents[..., chunk_frames:]]
+
+    def _empty_caches(self) -> dict[str, np.ndarray]:
+        f = self.facts
+        caches = {}
+        for i in range(f.blocks):
+            caches[f"keys_{i}"] = np.zeros((1, f.heads, f.head_dim, f.cache_slots), dtype=np.float32)
+            caches[f"values_{i}"] = np.zeros((1, f.heads, f.cache_slots, f.head_dim), dtype=np.float32)
+        return caches
+
+    def _step(self, feed: dict[str, np.ndarray], position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The trunk at ``position`` on ``feed``'s codes and caches (position 0: the start embedding);
+        its keys and values go into the rings. Returns the summary (1, W), slot 0's logits (1, K) and
+        the frames of the codes (1, D, f)."""
+        f = self.facts
+        feed["cos"], feed["sin"] = rotary(position, f.head_dim)
+        feed["first"] = np.array([position == 0])
+        feed["valid"] = np.array(min(position, f.context_tokens - 1), dtype=np.int64)
+        summary, logits, frames, new_keys, new_values = self.trunk.run(None, feed)
+        slot = position % f.cache_slots
+        for i in range(f.blocks):
+            feed[f"keys_{i}"][..., slot] = new_keys[i]
+            feed[f"values_{i}"][:, :, slot] = new_values[i]
+        return summary, logits, frames
 
 def concat_time(pieces: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(pieces, axis=-1)
@@ -303,7 +428,7 @@ def ort_session(path: Path, threads: int) -> Any:
 class OnnxGenerator:
     """Seeds to piano audio on onnxruntime: the generating part of :class:`audiogen.generation.Generator`."""
 
-    prior: OnnxPrior
+    prior: OnnxMixturePrior | OnnxTokenPrior
     decoder: Any  # onnxruntime session of vae_decoder.onnx
     vocoder: Any  # onnxruntime session of vocoder.onnx
     sample_rate: int
@@ -380,6 +505,18 @@ class OnnxGenerator:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
+def onnx_prior(graphs: Path, facts: dict[str, Any]) -> OnnxMixturePrior | OnnxTokenPrior:
+    """The prior of a folder of generation graphs, its sessions on one thread each (its matrices are
+    too small to split)."""
+    if "prior_step" in facts:
+        step = facts["prior_step"]
+        head = MixtureHead(step["num_mixtures"], step["latent_dim"], step["min_log_scale"])
+        return OnnxMixturePrior(ort_session(graphs / step["file"], 1), head, tuple(step["inputs"][1]["shape"][1:]))
+    trunk = facts["token_step"]
+    depth = [ort_session(graphs / facts[name]["file"], 1) for name in token_graphs(trunk["codes_per_token"])[1:]]
+    return OnnxTokenPrior(ort_session(graphs / trunk["file"], 1), depth, TokenFacts.of(trunk))
+
+
 def load_onnx_generator(graphs: str | Path, threads: int = 1) -> OnnxGenerator:
     """Sessions on a folder of generation graphs; the VAE decoder and the vocoder get ``threads``
     intra-op threads, the prior's step one (its matrices are too small to split).
@@ -391,16 +528,13 @@ def load_onnx_generator(graphs: str | Path, threads: int = 1) -> OnnxGenerator:
     manifest = read_manifest(graphs)
     if manifest is None:
         raise ValueError(f"{graphs}: no manifest.json of audiogen export-onnx (format {MANIFEST_VERSION})")
-    missing = [name for name in GENERATION_GRAPHS if name not in manifest.get("graphs", {})]
-    if missing:
-        raise ValueError(f"{graphs}: no {', '.join(missing)} graph ({manifest.get('not_exported', {})})")
+    if generation_graphs(manifest) is None:
+        raise ValueError(f"{graphs}: no complete set of generation graphs ({manifest.get('not_exported', {})})")
     facts = manifest["graphs"]
-    step, decoder, vocoder = facts["prior_step"], facts["vae_decoder"], facts["vocoder"]
-    head = MixtureHead(step["num_mixtures"], step["latent_dim"], step["min_log_scale"])
-    state_shape = tuple(step["inputs"][1]["shape"][1:])
+    decoder, vocoder = facts["vae_decoder"], facts["vocoder"]
     frontend = manifest["frontend"]
     return OnnxGenerator(
-        prior=OnnxPrior(ort_session(graphs / step["file"], 1), head, state_shape),
+        prior=onnx_prior(graphs, facts),
         decoder=ort_session(graphs / decoder["file"], threads),
         vocoder=ort_session(graphs / vocoder["file"], threads),
         sample_rate=frontend["sample_rate"], hop_length=frontend["hop_length"],

@@ -50,9 +50,12 @@ def max_abs(a, b: torch.Tensor) -> float:
     return float(np.abs(a - b.numpy()).max())
 
 
-def test_export_writes_graphs_configs_and_manifest(exported):
+def test_export_writes_graphs_configs_and_manifest(exported, bundled):
+    from audiogen.onnx_export import prior_graphs
+
     manifest = json.loads((exported / "manifest.json").read_text())
-    assert set(manifest["graphs"]) == {"vocoder", "vae_decoder", "vae_encoder", "prior_step"}
+    steps = [graph.spec.name for graph in prior_graphs(bundled["prior"])]  # the bundled prior's family's
+    assert set(manifest["graphs"]) == {"vocoder", "vae_decoder", "vae_encoder", *steps}
     assert manifest["not_exported"] == {}
     for graph in manifest["graphs"].values():
         assert (exported / graph["file"]).stat().st_size > 0
@@ -94,34 +97,62 @@ def test_vae_encoder_graph_matches_pytorch(exported, bundled, frames):
     assert max_abs(got_logvar, logvar) <= TOLERANCE
 
 
+@pytest.fixture(scope="module")
+def mixture_step(models, tmp_path_factory):
+    """The tiny test models' mixture prior and its step graph (the bundled prior may be of another family)."""
+    from audiogen.onnx_export import export_graph, mixture_step_graph
+
+    vae, _ = load_vae(models["model"])
+    prior = load_prior(models["model"], vae.latent_dim)
+    graph = mixture_step_graph(prior)
+    path = tmp_path_factory.mktemp("mixture") / graph.spec.file
+    export_graph(graph, path)
+    return prior, path, graph.spec.inputs[1].shape
+
+
 @pytest.mark.parametrize("steps", [3, 40])  # within the shortest block's span, and past several spans
-def test_prior_step_graph_follows_begin_and_advance(exported, bundled, steps):
+def test_prior_step_graph_follows_begin_and_advance(mixture_step, steps):
     """From a zero state, the graph's params after each frame equal LatentPrior.begin/advance's."""
-    prior = bundled["prior"]
-    manifest = json.loads((exported / "manifest.json").read_text())
-    state_shape = manifest["graphs"]["prior_step"]["inputs"][1]["shape"]
+    prior, graph, state_shape = mixture_step
     state = np.zeros((1, *state_shape[1:]), dtype=np.float32)
     frames = torch.randn(steps, 1, prior.latent_dim)
     reference = prior.begin(None)
-    params, state = run_graph(exported / "prior_step.onnx", {"frame": np.zeros((1, prior.latent_dim)), "state": state})
+    params, state = run_graph(graph, {"frame": np.zeros((1, prior.latent_dim)), "state": state})
     worst = max_abs(params, reference.params)
     for frame in frames:
         reference = prior.advance(reference, frame)
-        params, state = run_graph(exported / "prior_step.onnx", {"frame": frame, "state": state})
+        params, state = run_graph(graph, {"frame": frame, "state": state})
         worst = max(worst, max_abs(params, reference.params))
     assert worst <= TOLERANCE
 
 
-def test_prior_step_graph_takes_a_batch(exported, bundled):
+def test_prior_step_graph_takes_a_batch(mixture_step):
     """Two pieces stepped together give what each gives alone."""
-    d = bundled["prior"].latent_dim
-    s, c = json.loads((exported / "manifest.json").read_text())["graphs"]["prior_step"]["inputs"][1]["shape"][1:]
-    frames, states = torch.randn(2, d), torch.randn(2, s, c)
-    together = run_graph(exported / "prior_step.onnx", {"frame": frames, "state": states})
+    prior, graph, state_shape = mixture_step
+    frames, states = torch.randn(2, prior.latent_dim), torch.randn(2, *state_shape[1:])
+    together = run_graph(graph, {"frame": frames, "state": states})
     for i in range(2):
-        alone = run_graph(exported / "prior_step.onnx", {"frame": frames[i:i + 1], "state": states[i:i + 1]})
+        alone = run_graph(graph, {"frame": frames[i:i + 1], "state": states[i:i + 1]})
         for got, want in zip(together, alone, strict=True):
             np.testing.assert_allclose(got[i:i + 1], want, atol=1e-5)
+
+
+def test_token_step_graph_takes_a_batch(tmp_path):
+    """Two pieces stepped together give what each gives alone (the batch axis of every input is free)."""
+    from audiogen.onnx_export import export_graph, token_step_graph
+    from audiogen.token_prior import TokenPrior
+
+    torch.manual_seed(0)
+    graph = token_step_graph(TokenPrior(latent_dim=3, codebook_size=8, width=16, layers=2, heads=2, context_tokens=5))
+    export_graph(graph, tmp_path / graph.spec.file)
+    inputs = dict(zip([t.name for t in graph.spec.inputs], graph.example_inputs, strict=True))
+    together = run_graph(tmp_path / graph.spec.file, inputs)
+    for i in range(2):
+        alone = run_graph(tmp_path / graph.spec.file,
+                          {name: value if value.dim() == 0 or name in ("cos", "sin") else value[i:i + 1]
+                           for name, value in inputs.items()})
+        for got, want in zip(together, alone, strict=True):
+            np.testing.assert_allclose(np.take(got, [i], axis=1 if got.ndim == 4 else 0), want, atol=1e-5)
 
 
 def test_existing_out_is_refused_in_one_line(tmp_path):
@@ -177,10 +208,10 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
 
 def test_flow_prior_has_no_step_graph_and_says_why():
     from audiogen.flow_prior import FlowPrior, FlowPriorConfig
-    from audiogen.onnx_export import prior_step_graph
+    from audiogen.onnx_export import prior_graphs
 
     config = FlowPriorConfig(width=16, layers=1, heads=2, head_width=16, head_blocks=1)
-    why = prior_step_graph(FlowPrior.from_config(config, latent_dim=4))
+    why = prior_graphs(FlowPrior.from_config(config, latent_dim=4))
     assert isinstance(why, str) and "flow" in why
 
 
@@ -214,5 +245,5 @@ def test_a_vae_only_folder_exports_without_a_prior_step(tmp_path, monkeypatch):
         shutil.copy(pretrained_dir("spec") / name, model / name)
     monkeypatch.setattr(onnx_export, "export_graph", fake_export)
     manifest = onnx_export.export_onnx(tmp_path / "onnx", model_dir=model)
-    assert "prior_step" not in manifest["graphs"] and "no prior" in manifest["not_exported"]["prior_step"]
+    assert "prior_step" not in manifest["graphs"] and "no prior" in manifest["not_exported"]["prior"]
     assert not (tmp_path / "onnx" / "prior_step.onnx").exists()

@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = OneLineParser(
         prog="audiogen export-onnx",
-        description="Write the vocoder, the VAE decoder and encoder and the prior's one-step function as ONNX "
-                    "graphs (dynamic time axes), with the frontend and model configs and a manifest.json.",
+        description="Write the vocoder, the VAE decoder and encoder and the prior's sampling step (the mixture "
+                    "prior's prior_step; the token prior's token_step and token_depth_<j>) as ONNX graphs (dynamic "
+                    "time axes), with the frontend and model configs and a manifest.json.",
     )
     p.add_argument("--model", help="spectrogram model folder (RUN/best of a VAE or prior run); default: bundled")
     p.add_argument("--vocoder", help="vocoder folder (RUN/best of train_vocoder.py); default: bundled")
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "$XDG_CACHE_HOME/audiogen/onnx, else ~/.cache/audiogen/onnx); the bundled models' graphs "
                             "ship with audiogen")
     p.add_argument("--generation-only", action="store_true",
-                   help="with --out: only the graphs generate runs, as --cache writes (default: all four)")
+                   help="with --out: only the graphs generate runs, as --cache writes (default: the VAE encoder "
+                        "too)")
     p.add_argument("--force", action="store_true", help="replace the folder if it exists (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_version_option(p)

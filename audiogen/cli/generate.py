@@ -71,7 +71,7 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                         "several times faster on a CPU) needs the onnx extra and ONNX graphs of the models: those "
                         "of the bundled models ship with audiogen, `audiogen export-onnx --model M --vocoder V "
                         "--cache` makes them for others; the same seed makes the same music either way, to float "
-                        "rounding. auto takes onnxruntime where it can (a CPU, a mixture prior, no --like) and "
+                        "rounding. auto takes onnxruntime where it can (a CPU, a mixture or token prior, no --like) and "
                         "PyTorch otherwise, without a word (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off: a bar for clips of 20 s "
                                                         "or more)")
@@ -343,7 +343,7 @@ def onnx_graphs(args: argparse.Namespace, model_sha: str, vocoder_sha: str) -> P
         folders = model_folders(args)
         graphs = find_graphs(SourceIdentity.of(folders[0], model_sha), SourceIdentity.of(folders[1], vocoder_sha))
         if graphs is None:
-            why = ("no ONNX graphs of these model folders (a prior other than the mixture prior has none; else "
+            why = ("no ONNX graphs of these model folders (the flow prior has none; for a mixture or token prior "
                    "`audiogen export-onnx --model M --vocoder V --cache` makes them once)")
     if why is not None and args.runtime == "onnxruntime":
         raise ValueError(f"--runtime onnxruntime: {why}")
