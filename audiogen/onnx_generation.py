@@ -1,25 +1,28 @@
 """Generation under onnxruntime, with numpy and without torch: what ``generate`` runs when it can.
 
-The same pipeline as :class:`audiogen.generation.Generator` — the mixture prior's step, the VAE
-decoder and the vocoder, streamed with the same chunks and overlaps — on the graphs of
-:mod:`audiogen.onnx_export`. Why a second runtime: on the project's 2-core CPUs importing torch alone
-takes 1.3-1.4 s, and onnxruntime runs the prior's one-frame step several times faster than
-PyTorch's many small ops; measured side by side in ``tools/bench.py --only generate``.
+The same pipeline as :class:`audiogen.generation.Generator` — the prior's step (the mixture prior's
+or the token prior's), the VAE decoder and the vocoder, streamed with the same chunks and overlaps —
+on the graphs of :mod:`audiogen.onnx_export`. Why a second runtime: on the project's 2-core CPUs
+importing torch alone takes 1.3-1.4 s, and onnxruntime runs a prior's one-step graphs several times
+faster than PyTorch's many small ops; measured side by side in ``tools/bench.py --only generate``.
 
 The same seed makes the same music as the PyTorch path. The random numbers are torch's own:
-:class:`TorchSamplingNoise` replays the stream of a seeded ``torch.Generator`` (its Mersenne
-Twister, its 24-bit uniforms and its Box-Muller layout for ``randn``) in numpy, so every frame
-gets the uniform and the normals that :class:`audiogen.mixture_prior.SamplingNoise` gives it,
-the uniforms bit for bit and the normals within a few float32 ulps (torch's vectorised log and
-cos). What is left are the graphs' float differences from PyTorch (≤ 1e-4, tests/test_onnx.py):
-the clips agree within the tolerance tests/test_onnx_generation.py states, and they would part
-only where a frame's uniform falls within such a difference of a mixture boundary.
+:class:`TorchRandom` replays the stream of a seeded ``torch.Generator`` (its Mersenne Twister, its
+24-bit uniforms and its Box-Muller layout for ``randn``) in numpy. The mixture prior
+(:class:`OnnxMixturePrior`) gets per frame the uniform and the normals that
+:class:`audiogen.mixture_prior.SamplingNoise` gives it (:class:`TorchSamplingNoise`), the uniforms
+bit for bit and the normals within a few float32 ulps (torch's vectorised log and cos); the token
+prior (:class:`OnnxTokenPrior`) one uniform per code, bit for bit, which :func:`pick_code` turns into
+the code :func:`audiogen.token_prior.pick_code` picks. What is left are the graphs' float differences
+from PyTorch (≤ 1e-4, tests/test_onnx.py): the clips agree within the tolerances
+tests/test_onnx_generation.py and tests/test_onnx_token_prior.py state, and they would part only where
+a uniform falls within such a difference of a boundary between two components or codes.
 
 Where the graphs come from (:func:`find_graphs`): a folder of ``audiogen export-onnx`` whose
 manifest names the very model folders being run (their weights and config.yaml), either shipped beside the bundled models
 (``audiogen/pretrained/onnx``) or written once into the cache by ``audiogen export-onnx --cache``
-(:func:`cache_dir`). Only the mixture prior (kind ``latent_prior``) has a step graph; other priors,
-``--like`` and GPUs stay with PyTorch.
+(:func:`cache_dir`). The mixture prior (kind ``latent_prior``) and the token prior (kind
+``token_prior``) have step graphs; the flow prior, ``--like`` and GPUs stay with PyTorch.
 
 Nothing here imports torch; onnxruntime is imported when a generator is loaded.
 """

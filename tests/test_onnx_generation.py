@@ -148,7 +148,7 @@ def test_bundled_graphs_are_those_of_the_bundled_weights():
     assert find_graphs(*bundled_identities()) == bundled_graphs_dir(), (
         "audiogen/pretrained/onnx is not of the bundled weights (they changed?), so generate runs them on PyTorch. "
         "Re-export: .venv/bin/audiogen export-onnx --out audiogen/pretrained/onnx --generation-only --force "
-        "(a bundled prior with no step graph, not the mixture prior: remove the folder and this test)")
+        "(a bundled prior with no step graph, the flow prior: remove the folder and this test)")
 
 
 def test_stale_or_foreign_graphs_are_passed_over(tmp_path):

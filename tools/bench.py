@@ -24,7 +24,8 @@ What is measured (docs/benchmarks.md explains every key):
 - ``fad``: embedding throughput (mel statistics; VGGish with random weights in torchvggish's
   layout) and the time to score 1,000 clips' embeddings against 1,000 others.
 
-Models: the bundled ones (``audiogen/pretrained/``) when they exist, else random-weight models
+Models: ``--model`` and ``--vocoder`` when given (the bundled one for the other), else the bundled
+ones (``audiogen/pretrained/``) when they exist, else random-weight models
 built from configs/spec/piano_cpu.yaml, configs/spec/piano_cpu_prior.yaml and
 configs/vocoder/piano_cpu.yaml (key ``models``: ``bundled`` or ``random``; speed does not depend
 on the weights, except through what a random prior happens to sample).
@@ -527,8 +528,16 @@ def export_random_generator(out_dir: Path) -> tuple[Path, Path]:
     return spec_dir, vocoder_dir
 
 
-def generator_models(work: Path) -> tuple[str, Path | None, Path | None]:
-    """("bundled", None, None) when the package ships models, else ("random", spec, vocoder)."""
+def generator_models(work: Path, chosen: tuple[Path | None, Path | None] = (None, None)
+                     ) -> tuple[str, Path | None, Path | None]:
+    """The models ``spec`` and ``generate`` time: those of ``--model`` and ``--vocoder`` (the bundled one
+    for the other) as ("MODEL", spec, vocoder); else ("bundled", None, None) when the package ships
+    models; else ("random", spec, vocoder)."""
+    if chosen != (None, None):
+        from audiogen.generation import pretrained_dir
+
+        spec_dir, vocoder_dir = chosen[0] or pretrained_dir("spec"), chosen[1] or pretrained_dir("vocoder")
+        return str(spec_dir), spec_dir, vocoder_dir
     if bundled_models_present():
         return "bundled", None, None
     spec_dir, vocoder_dir = export_random_generator(work / "random-models")
@@ -969,8 +978,10 @@ def machine_info(s: Settings, models: str) -> dict[str, Any]:
     return info
 
 
-def run_benchmarks(s: Settings, work: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
-    """Run the chosen sections in a scratch folder; returns the flat results."""
+def run_benchmarks(s: Settings, work: Path, sections: tuple[str, ...] = SECTIONS,
+                   models_chosen: tuple[Path | None, Path | None] = (None, None)) -> dict[str, Any]:
+    """Run the chosen sections in a scratch folder (``models_chosen``: ``--model`` and ``--vocoder``
+    for ``spec`` and ``generate``, see :func:`generator_models`); returns the flat results."""
     started = time.perf_counter()
     results: dict[str, Any] = {"meta.load_avg_1min.start": load_avg()}
     cache = None
@@ -988,7 +999,7 @@ def run_benchmarks(s: Settings, work: Path, sections: tuple[str, ...] = SECTIONS
         results |= bench_vocoder_scaling(s)
     models, spec_dir, vocoder_dir = "none", None, None
     if "spec" in sections or "generate" in sections:
-        models, spec_dir, vocoder_dir = generator_models(work)
+        models, spec_dir, vocoder_dir = generator_models(work, models_chosen)
     if "spec" in sections:
         note("spec")
         results |= bench_spec(s, spec_dir, vocoder_dir)
@@ -1319,6 +1330,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=positive_int, default=2, help="torch threads for the figures (default: %(default)s)"
     )
     parser.add_argument("--runs", type=positive_int, help="timed repeats per figure (default: 5, quick 3)")
+    parser.add_argument("--model", type=Path, help="spectrogram model folder that spec and generate time, e.g. one "
+                                                   "with another prior (default: the bundled one, else random weights)")
+    parser.add_argument("--vocoder", type=Path, help="vocoder folder for spec and generate (default: the bundled one, "
+                                                     "else random weights)")
     parser.add_argument("--worker-vocoder", help=argparse.SUPPRESS)  # internal: one vocoder, JSON out
     parser.add_argument("--seconds", type=positive_float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--worker-train-gpu", type=Path, help=argparse.SUPPRESS)  # internal: a cache folder
@@ -1365,12 +1380,15 @@ def _run(args: argparse.Namespace) -> int:
     check_output_file("--json", args.json)
     check_output_file("--md", args.md)
     check_output_folder("--plot", args.plot)
+    for option, folder in (("--model", args.model), ("--vocoder", args.vocoder)):
+        if folder is not None and not folder.is_dir():
+            raise ValueError(f"{option} {folder}: no such model folder")
     sections = _sections(args)
     settings = settings_for(args.quick, args.threads)
     if args.runs:
         settings = dataclasses.replace(settings, runs=args.runs)
     with tempfile.TemporaryDirectory(prefix="audiogen-bench-") as tmp:
-        results = run_benchmarks(settings, Path(tmp), sections)
+        results = run_benchmarks(settings, Path(tmp), sections, (args.model, args.vocoder))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     table = render_markdown(results)
