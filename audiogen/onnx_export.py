@@ -254,8 +254,8 @@ def vae_encoder_graph(vae: nn.Module, frames: int = 63) -> ExportableGraph:
 
 
 def prior_graphs(prior: nn.Module) -> list[ExportableGraph] | str:
-    """The graphs of a prior's sampling step (:data:`audiogen.onnx_generation.PRIOR_GRAPHS`), or why a
-    prior has none (a string)."""
+    """The graphs of a prior's sampling step (:data:`audiogen.onnx_generation.MIXTURE_GRAPHS`,
+    :func:`audiogen.onnx_generation.token_graphs`), or why a prior has none (a string)."""
     from audiogen.mixture_prior import LatentPrior
     from audiogen.token_prior import TokenPrior
 
@@ -559,8 +559,7 @@ def export_onnx(
             "opset": OPSET,
             "frontend": frontend,
             "axes": {"B": "batch", "F": "mel frames", "L": "latent frames",
-                     "S": "prior state frames (fixed)", "C": "channels (fixed)",
-                     "blocks": "transformer blocks (fixed)"},
+                     "S": "prior state frames (fixed)", "C": "channels (fixed)"},
             "graphs": {g.spec.name: {**g.spec.to_dict(), **g.extra, "sha256": _sha256(tmp / g.spec.file)}
                        for g in graphs},
             "not_exported": not_exported,
