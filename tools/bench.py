@@ -1329,7 +1329,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=positive_int, default=2, help="torch threads for the figures (default: %(default)s)"
     )
-    parser.add_argument("--runs", type=positive_int, help="timed repeats per figure (default: 5, quick 3)")
+    parser.add_argument("--runs", type=positive_int,
+                        help="timed repeats per figure, generate's cold runs too (default: 5, quick 3; generate 3, "
+                             "quick 2)")
     parser.add_argument("--model", type=Path, help="spectrogram model folder that spec and generate time, e.g. one "
                                                    "with another prior (default: the bundled one, else random weights)")
     parser.add_argument("--vocoder", type=Path, help="vocoder folder for spec and generate (default: the bundled one, "
@@ -1386,7 +1388,7 @@ def _run(args: argparse.Namespace) -> int:
     sections = _sections(args)
     settings = settings_for(args.quick, args.threads)
     if args.runs:
-        settings = dataclasses.replace(settings, runs=args.runs)
+        settings = dataclasses.replace(settings, runs=args.runs, generate_runs=args.runs)
     with tempfile.TemporaryDirectory(prefix="audiogen-bench-") as tmp:
         results = run_benchmarks(settings, Path(tmp), sections, (args.model, args.vocoder))
     args.json.parent.mkdir(parents=True, exist_ok=True)
