@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from audiogen.onnx_generation import MANIFEST_VERSION, is_generation_graph, ort_session

@@ -19,10 +19,10 @@ tests/test_onnx_generation.py and tests/test_onnx_token_prior.py state, and they
 a uniform falls within such a difference of a boundary between two components or codes.
 
 Where the graphs come from (:func:`find_graphs`): a folder of ``audiogen export-onnx`` whose
-manifest names the very model folders being run (their weights and config.yaml), either shipped beside the bundled models
-(``audiogen/pretrained/onnx``) or written once into the cache by ``audiogen export-onnx --cache``
-(:func:`cache_dir`). The mixture prior (kind ``latent_prior``) and the token prior (kind
-``token_prior``) have step graphs; the flow prior, ``--like`` and GPUs stay with PyTorch.
+manifest names the very model folders being run (their weights and config.yaml), either shipped
+beside the bundled models (``audiogen/pretrained/onnx``) or written once into the cache by
+``audiogen export-onnx --cache`` (:func:`cache_dir`). The mixture prior (kind ``latent_prior``) and
+the token prior (kind ``token_prior``) have step graphs; the flow prior, ``--like`` and GPUs stay with PyTorch.
 
 Nothing here imports torch; onnxruntime is imported when a generator is loaded.
 """
@@ -130,7 +130,7 @@ def generation_graphs(manifest: dict[str, Any]) -> tuple[str, ...] | None:
     graphs = manifest.get("graphs", {})
     if MIXTURE_GRAPHS[0] in graphs:
         prior = MIXTURE_GRAPHS
-    elif "token_step" in graphs:
+    elif isinstance(graphs.get("token_step", {}).get("codes_per_token"), int):
         prior = token_graphs(graphs["token_step"]["codes_per_token"])
     else:
         return None

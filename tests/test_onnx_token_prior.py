@@ -12,6 +12,7 @@ are sums of codebook words, so equal codes make them equal to 1e-6.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -38,7 +39,7 @@ MARGIN = 1e-4
 SEEDS = (0, 1, 2, 3)
 
 needs_export = pytest.mark.skipif(
-    not onnxruntime_available() or __import__("importlib").util.find_spec("onnxscript") is None,
+    not onnxruntime_available() or importlib.util.find_spec("onnxscript") is None,
     reason="onnxruntime and onnxscript not installed (onnx extra)")
 
 

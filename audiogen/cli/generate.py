@@ -71,8 +71,8 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                         "several times faster on a CPU) needs the onnx extra and ONNX graphs of the models: those "
                         "of the bundled models ship with audiogen, `audiogen export-onnx --model M --vocoder V "
                         "--cache` makes them for others; the same seed makes the same music either way, to float "
-                        "rounding. auto takes onnxruntime where it can (a CPU, a mixture or token prior, no --like) and "
-                        "PyTorch otherwise, without a word (default: %(default)s)")
+                        "rounding. auto takes onnxruntime where it can (a CPU, a mixture or token prior, no --like) "
+                        "and PyTorch otherwise, without a word (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off: a bar for clips of 20 s "
                                                         "or more)")
     add_version_option(p)
