@@ -19,10 +19,11 @@ tests/test_onnx_generation.py and tests/test_onnx_token_prior.py state, and they
 a uniform falls within such a difference of a boundary between two components or codes.
 
 Where the graphs come from (:func:`find_graphs`): a folder of ``audiogen export-onnx`` whose
-manifest names the very model folders being run (their weights and config.yaml), either shipped
-beside the bundled models (``audiogen/pretrained/onnx``) or written once into the cache by
-``audiogen export-onnx --cache`` (:func:`cache_dir`). The mixture prior (kind ``latent_prior``) and
-the token prior (kind ``token_prior``) have step graphs; the flow prior, ``--like`` and GPUs stay with PyTorch.
+manifest names the very model folders being run (their weights and config.yaml), written once
+into the cache by ``audiogen export-onnx --cache`` (:func:`cache_dir`), the bundled models' too:
+shipped beside them, the graphs would double the package's weights (33 MB more than its 40 MB).
+The mixture prior (kind ``latent_prior``) and the token prior (kind ``token_prior``) have step
+graphs; the flow prior, ``--like`` and GPUs stay with PyTorch.
 
 Nothing here imports torch; onnxruntime is imported when a generator is loaded.
 """
@@ -46,7 +47,6 @@ from audiogen.generation import (
     exact_length,
     latent_chunk_frames,
     latent_frames,
-    pretrained_dir,
     take_frames,
     vocoder_chunk_frames,
 )
@@ -80,11 +80,6 @@ def graphs_key(model_sha: str, vocoder_sha: str) -> str:
 def cached_graphs_dir(model_sha: str, vocoder_sha: str) -> Path:
     """Where ``audiogen export-onnx --cache`` writes the graphs of these weights."""
     return cache_dir() / "onnx" / graphs_key(model_sha, vocoder_sha)
-
-
-def bundled_graphs_dir() -> Path:
-    """The graphs shipped beside the bundled models."""
-    return pretrained_dir("onnx")
 
 
 @dataclass(frozen=True)
@@ -138,20 +133,20 @@ def generation_graphs(manifest: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def find_graphs(model: SourceIdentity, vocoder: SourceIdentity) -> Path | None:
-    """The first folder of generation graphs exported from exactly these model folders, else None.
+    """The cache folder of generation graphs exported from exactly these model folders, else None.
 
-    A folder counts when its manifest's ``sources`` name both and it holds every graph of
+    It counts when its manifest's ``sources`` name both and it holds every graph of
     :func:`generation_graphs`; stale graphs (the weights or configs changed since the export) are
     passed over.
     """
-    for folder in (bundled_graphs_dir(), cached_graphs_dir(model.weights_sha, vocoder.weights_sha)):
-        manifest = read_manifest(folder)
-        if manifest is None:
-            continue
-        sources, names = manifest.get("sources", {}), generation_graphs(manifest)
-        if (model.is_source(sources.get("model", {})) and vocoder.is_source(sources.get("vocoder", {}))
-                and names is not None and all((folder / f"{name}.onnx").is_file() for name in names)):
-            return folder
+    folder = cached_graphs_dir(model.weights_sha, vocoder.weights_sha)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    sources, names = manifest.get("sources", {}), generation_graphs(manifest)
+    if (model.is_source(sources.get("model", {})) and vocoder.is_source(sources.get("vocoder", {}))
+            and names is not None and all((folder / f"{name}.onnx").is_file() for name in names)):
+        return folder
     return None
 
 

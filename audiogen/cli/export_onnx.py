@@ -2,7 +2,8 @@
 
     audiogen export-onnx --out onnx/                          # the bundled models
     audiogen export-onnx --model RUN/best --vocoder VOC/best --out onnx/ --force
-    audiogen export-onnx --model RUN/best --vocoder VOC/best --cache   # generate runs these on onnxruntime
+    audiogen export-onnx --cache            # once after installing: generate runs the bundled models on onnxruntime
+    audiogen export-onnx --model RUN/best --vocoder VOC/best --cache   # the same for these models
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write the graphs generate runs (not the encoder) into the cache, where generate finds "
                             "them by the hashes of the folders' weights and config.yaml and then runs these models "
                             "on onnxruntime, without torch ($AUDIOGEN_CACHE_DIR/onnx, else "
-                            "$XDG_CACHE_HOME/audiogen/onnx, else ~/.cache/audiogen/onnx); the bundled models' graphs "
-                            "ship with audiogen")
+                            "$XDG_CACHE_HOME/audiogen/onnx, else ~/.cache/audiogen/onnx); once after installing for "
+                            "the bundled models (their graphs are not shipped: they would double the package's "
+                            "weights); graphs already there are kept unless --force")
     p.add_argument("--generation-only", action="store_true",
                    help="with --out: only the graphs generate runs, as --cache writes (default: the VAE encoder "
                         "too)")
@@ -59,6 +61,10 @@ def _export(args: argparse.Namespace) -> int:
     except ImportError:
         raise ValueError('export-onnx needs onnx and onnxscript: pip install -e ".[onnx]"') from None
     out = cache_folder(args.model, args.vocoder) if args.cache else Path(args.out)
+    if args.cache and not args.force and graphs_up_to_date(args.model, args.vocoder):
+        if not args.quiet:
+            say(f"{out}: the graphs of these models are there already (--force exports them again)")
+        return EXIT_OK
     manifest = export_onnx(out, args.model, args.vocoder, force=args.force, progress=None if args.quiet else say,
                            generation_only=args.cache or args.generation_only)
     if not args.quiet:
@@ -70,21 +76,27 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def graphs_up_to_date(model: str | None, vocoder: str | None) -> bool:
+    """Whether the cache holds whole graphs exported from exactly these model folders."""
+    from audiogen.generation import pretrained_dir
+    from audiogen.onnx_generation import SourceIdentity, find_graphs
+
+    return find_graphs(SourceIdentity.of(Path(model) if model else pretrained_dir("spec")),
+                       SourceIdentity.of(Path(vocoder) if vocoder else pretrained_dir("vocoder"))) is not None
+
+
 def cache_folder(model: str | None, vocoder: str | None) -> Path:
-    """The cache folder of these models' graphs, its parents made (refused when their graphs ship with audiogen)."""
+    """The cache folder of these models' graphs, its parents made."""
     from audiogen.checkpoint import CheckpointError
     from audiogen.clip_tags import model_hash
     from audiogen.generation import pretrained_dir
-    from audiogen.onnx_generation import SourceIdentity, bundled_graphs_dir, cached_graphs_dir, find_graphs
+    from audiogen.onnx_generation import cached_graphs_dir
 
     folders = [Path(model) if model else pretrained_dir("spec"),
                Path(vocoder) if vocoder else pretrained_dir("vocoder")]
     for folder, what in zip(folders, ("spectrogram model", "vocoder"), strict=True):
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: {what} folder not found")
-    hashes = [model_hash(folder) for folder in folders]
-    if find_graphs(*(SourceIdentity.of(f, h) for f, h in zip(folders, hashes, strict=True))) == bundled_graphs_dir():
-        raise ValueError(f"--cache: these models' graphs ship with audiogen ({bundled_graphs_dir()}): nothing to do")
-    out = cached_graphs_dir(*hashes)
+    out = cached_graphs_dir(*(model_hash(folder) for folder in folders))
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
