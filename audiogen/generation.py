@@ -39,9 +39,10 @@ if TYPE_CHECKING:
 # for players that add inter-sample overs.
 TARGET_PEAK = 10 ** (-1 / 20)
 
-# Sampling temperature of the latent prior by default: the one it was trained at. On the bundled
-# prior, FAD (mel embedding, 149 clips of 10 s against the demo test split) is 132 at 0.9, 37.6
-# at 1.0 and 57.2 at 1.1: colder samples freeze on sustained chords, hotter ones wash out.
+# Sampling temperature of the latent prior by default: the one it was trained at. On the mixture
+# prior bundled until 2026-12-01, FAD (mel embedding, 149 clips of 10 s against the demo test
+# split) was 132 at 0.9, 37.6 at 1.0 and 57.2 at 1.1: colder samples freeze on sustained chords,
+# hotter ones wash out; on the token prior, 0.9 gave 238 against 68.2 at 1.0 (docs/priors.md).
 DEFAULT_TEMPERATURE = 1.0
 
 
