@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiogen.priors import StreamingPrior, one_thread
-from audiogen.transformer import TransformerBlock, rotary
+from audiogen.priors import one_thread
+from audiogen.transformer import TransformerBlock, TransformerPrior, TrunkState, targets_of
 
 TIME_FEATURES = 64  # sinusoidal features of the flow time
 
@@ -143,17 +143,7 @@ class _FlowHead(nn.Module):
 # The prior
 
 
-@dataclass
-class FlowPriorState:
-    """A sampler's state: per block [keys, values] (1, H, n, dh), the next position, and the
-    trunk's output for the next token (1, W)."""
-
-    caches: list[list[torch.Tensor]]
-    position: int
-    summary: torch.Tensor
-
-
-class FlowPrior(StreamingPrior):
+class FlowPrior(TransformerPrior):
     """Autoregressive prior over latent frames with a flow-matching head (see the module docstring)."""
 
     loss_name = "prior/flow_mse"
@@ -210,37 +200,16 @@ class FlowPrior(StreamingPrior):
 
     # -- training
 
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedded inputs (B, N, W) → causal summaries (B, N, W), position i seeing inputs ≤ i."""
-        cos, sin = rotary(torch.arange(x.shape[1], device=x.device), self.head_dim)
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        return self.norm(x)
-
     def _windows(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced trunk summaries (B, N, W) and the tokens they predict (B, N, P).
-
-        Even batch items start with the start embedding (their window is a piece's beginning
-        as far as the model knows), odd ones with a real token one step earlier (a window deep
-        inside a piece, as a long sample's is)."""
-        if z.dim() != 3 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"expected latents (B, {self.latent_dim}, L), got {tuple(z.shape)}")
-        tokens = self.to_tokens(z)[:, : self.context_tokens + 1]  # (B, N + 1, P)
-        n = tokens.shape[1] - 1
-        if n < 1:
-            raise ValueError(f"need at least {2 * self.frames_per_token} latent frames, got {z.shape[-1]}")
+        """Teacher-forced trunk summaries (B, N, W) and the tokens they predict (B, N, P), half
+        of the batch after the start embedding (:meth:`TransformerPrior._teacher_forced`)."""
+        tokens = self._window(z, self.to_tokens(z))  # (B, N + 1, P)
         inputs = tokens
         if self.training and self.input_noise > 0:
             level = torch.rand(tokens.shape[0], 1, 1, device=z.device) * self.input_noise
             inputs = inputs + level * torch.randn_like(inputs)
-        embedded = self.inp(inputs)
-        start = self.start.expand(tokens.shape[0], 1, -1).to(embedded.dtype)
-        with_start = torch.cat([start, embedded[:, : n - 1]], dim=1)  # predicts tokens 0 .. n-1
-        inside = embedded[:, :n]  # predicts tokens 1 .. n
-        has_start = (torch.arange(tokens.shape[0], device=z.device) % 2 == 0)[:, None, None]
-        summary = self._trunk(torch.where(has_start, with_start, inside))
-        targets = torch.where(has_start, tokens[:, :n], tokens[:, 1:])
-        return summary, targets
+        summary, has_start = self._teacher_forced(self.inp(inputs))
+        return summary, targets_of(tokens, has_start)
 
     def loss(self, z: torch.Tensor) -> torch.Tensor:
         """Flow-matching loss (mean squared velocity error per number), z (B, D, L) → scalar."""
@@ -259,46 +228,14 @@ class FlowPrior(StreamingPrior):
 
     # -- sampling
 
-    def _device(self) -> torch.device:
-        return self.start.device
+    def _embed_context(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.inp(self.to_tokens(frames))
 
     @torch.inference_mode()
-    def begin(self, context: torch.Tensor | None = None) -> FlowPriorState:
-        """The sampler's state after ``context`` (1, D, L) (None: the start of a piece).
-
-        Only whole tokens of the context's last ``receptive_field`` frames are used (a ragged
-        front is dropped).
-        """
-        device = self._device()
-        start = self.start.view(1, 1, -1)
-        if context is None or context.shape[-1] < self.frames_per_token:
-            x = start
-        else:
-            if context.dim() != 3 or context.shape[:2] != (1, self.latent_dim):
-                raise ValueError(f"expected context (1, {self.latent_dim}, L), got {tuple(context.shape)}")
-            frames = context[..., -self.receptive_field:].to(device, torch.float32)
-            frames = frames[..., frames.shape[-1] % self.frames_per_token:]
-            x = self.inp(self.to_tokens(frames))
-            if context.shape[-1] < self.receptive_field:
-                x = torch.cat([start, x], dim=1)
-        cos, sin = rotary(torch.arange(x.shape[1], device=device), self.head_dim)
-        caches = []
-        for block in self.blocks:
-            q, k, v = block._qkv(x, cos, sin)
-            caches.append([k[:, :, -self.context_tokens:], v[:, :, -self.context_tokens:]])
-            x = block._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
-        return FlowPriorState(caches=caches, position=x.shape[1], summary=self.norm(x)[:, -1])
-
-    @torch.inference_mode()
-    def advance(self, state: FlowPriorState, token: torch.Tensor) -> FlowPriorState:
+    def advance(self, state: TrunkState, token: torch.Tensor) -> TrunkState:
         """Feed one token (1, P) and update the state in place."""
-        x = self.inp(token.reshape(1, 1, self.token_dim).to(self._device(), torch.float32))
-        cos, sin = rotary(torch.tensor([state.position], device=x.device), self.head_dim)
-        for block, cache in zip(self.blocks, state.caches, strict=True):
-            x = block.step(x, cos, sin, cache, self.context_tokens)
-        state.summary = self.norm(x)[:, -1]
-        state.position += 1
-        return state
+        return self._advance_embedded(state, self.inp(token.reshape(1, 1, self.token_dim).to(self._device(),
+                                                                                              torch.float32)))
 
     @torch.inference_mode()
     def draw(self, summary: torch.Tensor, noise: torch.Tensor, temperature: float,

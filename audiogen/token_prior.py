@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiogen.priors import StreamingPrior, one_thread
-from audiogen.transformer import TransformerBlock, rotary
+from audiogen.priors import one_thread
+from audiogen.transformer import TransformerBlock, TransformerPrior, TrunkState, targets_of
 
 
 @dataclass(frozen=True)
@@ -178,17 +178,7 @@ def pick_code(logits: torch.Tensor, uniform: float, temperature: float, top_k: i
 # The prior
 
 
-@dataclass
-class TokenPriorState:
-    """A sampler's state: per block [keys, values] (1, H, n, dh), the next position, and the
-    trunk's output for the next token (1, W)."""
-
-    caches: list[list[torch.Tensor]]
-    position: int
-    summary: torch.Tensor
-
-
-class TokenPrior(StreamingPrior):
+class TokenPrior(TransformerPrior):
     """Autoregressive prior over residual-codebook tokens of latent frames (see the module docstring)."""
 
     loss_name = "prior/token_ce"
@@ -261,13 +251,6 @@ class TokenPrior(StreamingPrior):
 
     # -- training
 
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedded inputs (B, N, W) → causal summaries (B, N, W), position i seeing inputs ≤ i."""
-        cos, sin = rotary(torch.arange(x.shape[1], device=x.device), self.head_dim)
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        return self.norm(x)
-
     def _depth_logits(self, summary: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (..., J, K) of each code slot from the summaries (..., W) and the
         true codes (..., J) of the slots before it."""
@@ -279,27 +262,16 @@ class TokenPrior(StreamingPrior):
         return torch.stack(logits, -2)
 
     def loss(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy per code (nats), z (B, D, L) → scalar; in training mode the codebooks
-        take one moving-average step on z first (until they are frozen).
-
-        Even batch items start with the start embedding (their window is a piece's beginning as
-        far as the model knows), odd ones with a real token one step earlier (a window deep inside
-        a piece, as a long sample's is)."""
+        """Mean cross-entropy per code (nats), z (B, D, L) → scalar, half of the batch after the
+        start embedding (:meth:`TransformerPrior._teacher_forced`); in training mode the codebooks
+        take one moving-average step on z first (until they are frozen)."""
         if z.dim() != 3 or z.shape[1] != self.latent_dim:
             raise ValueError(f"expected latents (B, {self.latent_dim}, L), got {tuple(z.shape)}")
         if self.training:
             self.codebooks.update(z.transpose(1, 2))
-        codes = self.to_codes(z)[:, : self.context_tokens + 1]  # (B, N + 1, J)
-        n = codes.shape[1] - 1
-        if n < 1:
-            raise ValueError(f"need at least {2 * self.frames_per_token} latent frames, got {z.shape[-1]}")
-        embedded = self._embed_codes(codes)
-        start = self.start.expand(codes.shape[0], 1, -1).to(embedded.dtype)
-        with_start = torch.cat([start, embedded[:, : n - 1]], dim=1)  # predicts tokens 0 .. n-1
-        inside = embedded[:, :n]  # predicts tokens 1 .. n
-        has_start = (torch.arange(codes.shape[0], device=z.device) % 2 == 0)[:, None, None]
-        summary = self._trunk(torch.where(has_start, with_start, inside))
-        targets = torch.where(has_start, codes[:, :n], codes[:, 1:])  # (B, n, J)
+        codes = self._window(z, self.to_codes(z))  # (B, N + 1, J)
+        summary, has_start = self._teacher_forced(self._embed_codes(codes))
+        targets = targets_of(codes, has_start)  # (B, N, J)
         logits = self._depth_logits(summary, targets)
         return F.cross_entropy(logits.float().reshape(-1, self.codebook_size), targets.reshape(-1))
 
@@ -308,43 +280,13 @@ class TokenPrior(StreamingPrior):
 
     # -- sampling
 
-    def _device(self) -> torch.device:
-        return self.start.device
+    def _embed_context(self, frames: torch.Tensor) -> torch.Tensor:
+        return self._embed_codes(self.to_codes(frames))
 
     @torch.inference_mode()
-    def begin(self, context: torch.Tensor | None = None) -> TokenPriorState:
-        """The sampler's state after ``context`` (1, D, L) (None: the start of a piece); only
-        whole tokens of the context's last ``receptive_field`` frames are used."""
-        device = self._device()
-        start = self.start.view(1, 1, -1)
-        if context is None or context.shape[-1] < self.frames_per_token:
-            x = start
-        else:
-            if context.dim() != 3 or context.shape[:2] != (1, self.latent_dim):
-                raise ValueError(f"expected context (1, {self.latent_dim}, L), got {tuple(context.shape)}")
-            frames = context[..., -self.receptive_field:].to(device, torch.float32)
-            frames = frames[..., frames.shape[-1] % self.frames_per_token:]
-            x = self._embed_codes(self.to_codes(frames))
-            if context.shape[-1] < self.receptive_field:
-                x = torch.cat([start, x], dim=1)
-        cos, sin = rotary(torch.arange(x.shape[1], device=device), self.head_dim)
-        caches = []
-        for block in self.blocks:
-            q, k, v = block._qkv(x, cos, sin)
-            caches.append([k[:, :, -self.context_tokens:], v[:, :, -self.context_tokens:]])
-            x = block._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
-        return TokenPriorState(caches=caches, position=x.shape[1], summary=self.norm(x)[:, -1])
-
-    @torch.inference_mode()
-    def advance(self, state: TokenPriorState, codes: torch.Tensor) -> TokenPriorState:
+    def advance(self, state: TrunkState, codes: torch.Tensor) -> TrunkState:
         """Feed one token's codes (1, J) and update the state in place."""
-        x = self._embed_codes(codes.reshape(1, 1, -1).to(self._device()))
-        cos, sin = rotary(torch.tensor([state.position], device=x.device), self.head_dim)
-        for block, cache in zip(self.blocks, state.caches, strict=True):
-            x = block.step(x, cos, sin, cache, self.context_tokens)
-        state.summary = self.norm(x)[:, -1]
-        state.position += 1
-        return state
+        return self._advance_embedded(state, self._embed_codes(codes.reshape(1, 1, -1).to(self._device())))
 
     @torch.inference_mode()
     def draw(self, summary: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:

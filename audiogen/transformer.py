@@ -1,5 +1,6 @@
 """The causal transformer trunk the transformer priors share (:mod:`audiogen.flow_prior`,
-:mod:`audiogen.token_prior`): pre-norm blocks with rotary position embeddings.
+:mod:`audiogen.token_prior`): pre-norm blocks with rotary position embeddings, and
+:class:`TransformerPrior`, their start embedding, teacher-forced windows and sampling state.
 
 Rotary embeddings encode relative positions only, so a sliding key/value cache continues a
 piece forever; :meth:`TransformerBlock.step` is one new position against that cache.
@@ -7,9 +8,13 @@ piece forever; :meth:`TransformerBlock.step` is one new position against that ca
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from audiogen.priors import StreamingPrior
 
 
 def rotary(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,3 +73,115 @@ class TransformerBlock(nn.Module):
         values = torch.cat([cache[1], v], dim=2)[:, :, -window:]
         cache[0], cache[1] = keys, values
         return self._finish(x, F.scaled_dot_product_attention(q, keys, values))
+
+
+# --------------------------------------------------------------------------------------------
+# What the transformer priors share
+
+
+@dataclass
+class TrunkState:
+    """A sampler's state: per block [keys, values] (1, H, n, dh), the next position, and the
+    trunk's output for the next token (1, W)."""
+
+    caches: list[list[torch.Tensor]]
+    position: int
+    summary: torch.Tensor
+
+
+class TransformerPrior(StreamingPrior):
+    """The part of a transformer prior that does not depend on what a token is.
+
+    A learned start embedding stands before a piece's first token. Training windows are random
+    crops of pieces, and a sampler's window stops holding the start once a piece is longer than
+    the context, so :meth:`_teacher_forced` shows half of each batch with the start and half
+    without: both kinds of window are in-distribution. Sampling keeps the last
+    ``context_tokens`` keys and values of every block (:meth:`begin`, :meth:`_advance_embedded`).
+
+    Subclasses set ``latent_dim``, ``frames_per_token``, ``context_tokens``, ``head_dim``,
+    ``receptive_field`` (= context_tokens · frames_per_token), the parameters ``start`` (W,),
+    ``blocks`` (:class:`TransformerBlock`) and ``norm``, and give :meth:`_embed_context`.
+    """
+
+    latent_dim: int
+    frames_per_token: int
+    context_tokens: int
+    head_dim: int
+    receptive_field: int
+
+    def _embed_context(self, frames: torch.Tensor) -> torch.Tensor:
+        """Trunk inputs (1, n, W) of latent frames (1, D, n · frames_per_token)."""
+        raise NotImplementedError
+
+    def _device(self) -> torch.device:
+        return self.start.device
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedded inputs (B, N, W) → causal summaries (B, N, W), position i seeing inputs ≤ i."""
+        cos, sin = rotary(torch.arange(x.shape[1], device=x.device), self.head_dim)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.norm(x)
+
+    def _window(self, z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The first ``context_tokens + 1`` of a window's tokens (B, N, ...), its latents z (B, D, L) checked."""
+        if z.dim() != 3 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"expected latents (B, {self.latent_dim}, L), got {tuple(z.shape)}")
+        if tokens.shape[1] < 2:
+            raise ValueError(f"need at least {2 * self.frames_per_token} latent frames, got {z.shape[-1]}")
+        return tokens[:, : self.context_tokens + 1]
+
+    def _teacher_forced(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summaries (B, N, W) of a window's embedded tokens (B, N + 1, W), and which items
+        (B, 1, 1) saw the start: even items start with the start embedding and predict tokens
+        0 .. N-1 (their window is a piece's beginning as far as the model knows), odd ones with
+        a real token one step earlier and predict tokens 1 .. N (a window deep inside a piece, as
+        a long sample's is). :func:`targets_of` picks what each predicts."""
+        n = embedded.shape[1] - 1
+        start = self.start.expand(embedded.shape[0], 1, -1).to(embedded.dtype)
+        with_start = torch.cat([start, embedded[:, : n - 1]], dim=1)
+        has_start = (torch.arange(embedded.shape[0], device=embedded.device) % 2 == 0)[:, None, None]
+        return self._trunk(torch.where(has_start, with_start, embedded[:, :n])), has_start
+
+    @torch.inference_mode()
+    def begin(self, context: torch.Tensor | None = None) -> TrunkState:
+        """The sampler's state after ``context`` (1, D, L) (None: the start of a piece).
+
+        Only whole tokens of the context's last ``receptive_field`` frames are used (a ragged
+        front is dropped).
+        """
+        device = self._device()
+        start = self.start.view(1, 1, -1)
+        if context is None or context.shape[-1] < self.frames_per_token:
+            x = start
+        else:
+            if context.dim() != 3 or context.shape[:2] != (1, self.latent_dim):
+                raise ValueError(f"expected context (1, {self.latent_dim}, L), got {tuple(context.shape)}")
+            frames = context[..., -self.receptive_field:].to(device, torch.float32)
+            x = self._embed_context(frames[..., frames.shape[-1] % self.frames_per_token:])
+            if context.shape[-1] < self.receptive_field:
+                x = torch.cat([start, x], dim=1)
+        cos, sin = rotary(torch.arange(x.shape[1], device=device), self.head_dim)
+        caches = []
+        for block in self.blocks:
+            q, k, v = block._qkv(x, cos, sin)
+            caches.append([k[:, :, -self.context_tokens:], v[:, :, -self.context_tokens:]])
+            x = block._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        return TrunkState(caches=caches, position=x.shape[1], summary=self.norm(x)[:, -1])
+
+    def _advance_embedded(self, state: TrunkState, x: torch.Tensor) -> TrunkState:
+        """Feed one embedded token x (1, 1, W) and update the state in place."""
+        cos, sin = rotary(torch.tensor([state.position], device=x.device), self.head_dim)
+        for block, cache in zip(self.blocks, state.caches, strict=True):
+            x = block.step(x, cos, sin, cache, self.context_tokens)
+        state.summary = self.norm(x)[:, -1]
+        state.position += 1
+        return state
+
+
+def targets_of(tokens: torch.Tensor, has_start: torch.Tensor) -> torch.Tensor:
+    """What each item of :meth:`TransformerPrior._teacher_forced` predicts: tokens (B, N + 1, ...)
+    → (B, N, ...), tokens 0 .. N-1 for items that saw the start, 1 .. N for the others."""
+    n = tokens.shape[1] - 1
+    mask = has_start.reshape(-1, *([1] * (tokens.dim() - 1)))
+    return torch.where(mask, tokens[:, :n], tokens[:, 1:])
