@@ -15,9 +15,9 @@ safety the way the field's token models do.
   carries them. Their words are latent frames, so a sampled token decodes with the VAE as is.
 - **Tokens**: ``frames_per_token`` frames are one position of the transformer (``frames ·
   codebooks`` codes), so its ``context_tokens`` cover that many times as many seconds.
-- **Trunk**: the rotary transformer of :mod:`audiogen.transformer` with a sliding key/value
-  cache for sampling (one position costs one small matrix product per layer, memory bounded),
-  and the start embedding of :mod:`audiogen.flow_prior` shown to half of each batch.
+- **Trunk**: the rotary transformer the flow prior has too (:class:`audiogen.transformer.TransformerPrior`),
+  with a sliding key/value cache for sampling (one position costs one small matrix product per
+  layer, memory bounded) and a start embedding shown to half of each training batch.
 - **Depth head**: the codes of one position are predicted one after another from the trunk's
   summary (an RQ-Transformer-style depth decoder: a residual MLP step per code, fed the code
   just chosen), frame by frame and, within a frame, coarse codebook before fine.
