@@ -1,5 +1,6 @@
-"""The transformer flow prior: causality, streaming equal to one pass, a bounded window, and a
-head that can choose between distinct next frames where a mean would fall between them."""
+"""The transformer flow prior: tokens of frames, and a head that can choose between distinct next
+frames where a mean would fall between them (what it shares with the token prior:
+test_transformer_priors.py)."""
 
 import pytest
 import torch
@@ -23,44 +24,6 @@ def test_tokens_round_trip_frames_in_order():
     assert tokens.shape == (2, 4, 6)
     assert torch.equal(tokens[0, 1, :3], z[0, :, 2]) and torch.equal(tokens[0, 1, 3:], z[0, :, 3])
     assert torch.equal(prior.to_frames(tokens), z)
-
-
-def test_trunk_is_causal():
-    prior = tiny()
-    x = torch.randn(1, 6, 16)
-    changed = x.clone()
-    changed[:, 4:] = torch.randn(1, 2, 16)
-    a, b = prior._trunk(x), prior._trunk(changed)
-    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6)
-    assert not torch.allclose(a[:, 4:], b[:, 4:], atol=1e-3)
-
-
-def test_stream_does_not_depend_on_chunking():
-    prior = tiny()
-    whole = prior.sample(23, generator=torch.Generator().manual_seed(3))
-    stream = prior.sample_stream(4, generator=torch.Generator().manual_seed(3))
-    pieces = torch.cat([next(stream) for _ in range(6)], dim=-1)[..., :23]
-    assert whole.shape == (1, 3, 23)
-    assert torch.allclose(whole, pieces, atol=1e-5)
-    other = prior.sample(23, generator=torch.Generator().manual_seed(4))
-    assert not torch.allclose(whole, other)
-
-
-def test_begin_equals_stepping_and_the_window_is_bounded():
-    """A state built from a context shorter than the window equals feeding its tokens one by
-    one; however long the piece, the caches hold at most the window."""
-    prior = tiny()
-    z = torch.randn(1, 3, 2 * 9)  # 9 tokens: more than the 5-token window
-    tokens = prior.to_tokens(z)[0]
-    short = prior.begin(z[..., :6])  # 3 tokens after the start embedding
-    stepped = prior.begin()
-    for token in tokens[:3]:
-        prior.advance(stepped, token[None])
-    assert torch.allclose(short.summary, stepped.summary, atol=1e-5)
-    for token in tokens[3:]:
-        prior.advance(stepped, token[None])
-    assert all(cache[0].shape[2] == cache[1].shape[2] == prior.context_tokens for cache in stepped.caches)
-    assert prior.begin(z).caches[0][0].shape[2] == prior.context_tokens
 
 
 def test_head_learns_two_modes_where_a_mean_would_fall_between():

@@ -1,5 +1,6 @@
-"""The token prior: residual codebooks that fit and freeze, codes that decode to their words, a
-sampler whose stream equals one pass, and a softmax that learns a rule and keeps a choice open."""
+"""The token prior: residual codebooks that fit and freeze, codes that decode to their words, and
+a softmax that learns a rule and keeps a choice open (what it shares with the flow prior:
+test_transformer_priors.py)."""
 
 import pytest
 import torch
@@ -62,30 +63,6 @@ def test_codes_of_a_token_decode_to_the_sum_of_their_words_frame_by_frame():
     first = words[0][codes[0, 1, 0]] + words[1][codes[0, 1, 1]]  # token 1, frame 0
     second = words[0][codes[0, 1, 2]] + words[1][codes[0, 1, 3]]  # token 1, frame 1
     assert torch.allclose(frames[0, :, 2], first) and torch.allclose(frames[0, :, 3], second)
-
-
-def test_stream_does_not_depend_on_chunking_and_follows_the_seed():
-    prior = tiny()
-    whole = prior.sample(23, generator=torch.Generator().manual_seed(3))
-    stream = prior.sample_stream(4, generator=torch.Generator().manual_seed(3))
-    pieces = torch.cat([next(stream) for _ in range(6)], dim=-1)[..., :23]
-    assert whole.shape == (1, 3, 23)
-    assert torch.equal(whole, pieces)
-    assert not torch.equal(whole, prior.sample(23, generator=torch.Generator().manual_seed(4)))
-
-
-def test_begin_equals_stepping_and_the_window_is_bounded():
-    prior = tiny()
-    z = torch.randn(1, 3, 2 * 9)  # 9 tokens: more than the 5-token window
-    codes = prior.to_codes(z)[0]
-    short = prior.begin(z[..., :6])  # 3 tokens after the start embedding
-    stepped = prior.begin()
-    for token in codes[:3]:
-        prior.advance(stepped, token[None])
-    assert torch.allclose(short.summary, stepped.summary, atol=1e-5)
-    for token in codes[3:]:
-        prior.advance(stepped, token[None])
-    assert all(cache[0].shape[2] == prior.context_tokens for cache in stepped.caches)
 
 
 def test_learns_a_rule_and_keeps_a_real_choice_open():
