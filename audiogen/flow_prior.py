@@ -38,14 +38,12 @@ with the mixture prior's NLL: compare the two by what they generate (tools/fad_b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiogen.priors import one_thread
 from audiogen.transformer import TransformerBlock, TransformerPrior, TrunkState, targets_of
 
 TIME_FEATURES = 64  # sinusoidal features of the flow time
@@ -258,30 +256,12 @@ class FlowPrior(TransformerPrior):
                              device=self._device())
         return self.head.time(_time_features(times))
 
-    @torch.inference_mode()
-    def sample_stream(
-        self,
-        chunk_frames: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Latent chunks (1, D, chunk_frames) forever, each continuing the ones before.
-
-        Each token takes its P normal numbers from ``generator`` (on the CPU) in order, so the
-        frames depend on the seed, never on ``chunk_frames`` or the device.
-        """
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        state = self.begin(context)
+    def _token_sampler(self, temperature, generator):
         times = self._step_times()
-        pending = torch.zeros(1, self.latent_dim, 0, device=self._device())
-        while True:
-            with one_thread(self._device()):
-                while pending.shape[-1] < chunk_frames:
-                    noise = torch.randn(self.token_dim, generator=generator)
-                    token = self.draw(state.summary, noise, temperature, times)
-                    self.advance(state, token)
-                    pending = torch.cat([pending, self.to_frames(token[:, None])], dim=-1)
-            yield pending[..., :chunk_frames]
-            pending = pending[..., chunk_frames:]
+
+        def next_token(state: TrunkState) -> tuple[torch.Tensor, torch.Tensor]:
+            noise = torch.randn(self.token_dim, generator=generator)  # P normal numbers a token
+            token = self.draw(state.summary, noise, temperature, times)
+            return token, self.to_frames(token[:, None])
+
+        return next_token

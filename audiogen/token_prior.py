@@ -29,14 +29,12 @@ with the others by what it generates (tools/fad_benchmark.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiogen.priors import one_thread
 from audiogen.transformer import TransformerBlock, TransformerPrior, TrunkState, targets_of
 
 
@@ -301,28 +299,9 @@ class TokenPrior(TransformerPrior):
                 h = h + self.depth_mlp[j](self.depth_norms[j](h) + self.depth_embed[j][int(code)])
         return torch.tensor([codes], device=summary.device)
 
-    @torch.inference_mode()
-    def sample_stream(
-        self,
-        chunk_frames: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Latent chunks (1, D, chunk_frames) forever, each continuing the ones before.
+    def _token_sampler(self, temperature, generator):
+        def next_token(state: TrunkState) -> tuple[torch.Tensor, torch.Tensor]:
+            codes = self.draw(state.summary, temperature, generator)  # one uniform a code
+            return codes, self.to_frames(codes[:, None])
 
-        Each code is drawn with ``generator`` (on the CPU) in order, so the frames depend on the
-        seed, never on ``chunk_frames`` or the device.
-        """
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        state = self.begin(context)
-        pending = torch.zeros(1, self.latent_dim, 0, device=self._device())
-        while True:
-            with one_thread(self._device()):
-                while pending.shape[-1] < chunk_frames:
-                    codes = self.draw(state.summary, temperature, generator)
-                    self.advance(state, codes)
-                    pending = torch.cat([pending, self.to_frames(codes[:, None])], dim=-1)
-            yield pending[..., :chunk_frames]
-            pending = pending[..., chunk_frames:]
+        return next_token

@@ -8,13 +8,14 @@ piece forever; :meth:`TransformerBlock.step` is one new position against that ca
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiogen.priors import StreamingPrior
+from audiogen.priors import StreamingPrior, one_thread
 
 
 def rotary(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,6 +169,39 @@ class TransformerPrior(StreamingPrior):
             caches.append([k[:, :, -self.context_tokens:], v[:, :, -self.context_tokens:]])
             x = block._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
         return TrunkState(caches=caches, position=x.shape[1], summary=self.norm(x)[:, -1])
+
+    def _token_sampler(self, temperature: float, generator: torch.Generator | None
+                       ) -> Callable[[TrunkState], tuple[torch.Tensor, torch.Tensor]]:
+        """A function from a sampler's state to the next token, as :meth:`advance` takes it, and
+        its latent frames (1, D, frames_per_token); it takes its random numbers from ``generator``."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def sample_stream(
+        self,
+        chunk_frames: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Latent chunks (1, D, chunk_frames) forever, each continuing the ones before.
+
+        Each token takes its random numbers from ``generator`` (on the CPU) in order, so the
+        frames depend on the seed, never on ``chunk_frames`` or the device.
+        """
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        state = self.begin(context)
+        next_token = self._token_sampler(temperature, generator)
+        pending = torch.zeros(1, self.latent_dim, 0, device=self._device())
+        while True:
+            with one_thread(self._device()):
+                while pending.shape[-1] < chunk_frames:
+                    token, frames = next_token(state)
+                    self.advance(state, token)
+                    pending = torch.cat([pending, frames], dim=-1)
+            yield pending[..., :chunk_frames]
+            pending = pending[..., chunk_frames:]
 
     def _advance_embedded(self, state: TrunkState, x: torch.Tensor) -> TrunkState:
         """Feed one embedded token x (1, 1, W) and update the state in place."""
