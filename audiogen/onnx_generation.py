@@ -395,6 +395,7 @@ class OnnxTokenPrior:
             feed[f"values_{i}"][:, :, slot] = new_values[i]
         return summary, logits, frames
 
+
 def concat_time(pieces: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(pieces, axis=-1)
 

@@ -707,13 +707,13 @@ def run(args: argparse.Namespace) -> dict:
         "griffin-lim": lambda: ClipSet(griffin_lim_clips(frontend, real.clips, args.griffin_lim_iters), real.pieces),
         "noise (ceiling)": lambda: own_pieces(noise_clips(real.clips, args.seed), "noise"),
     }
+    quantise = codebook_quantiser(getattr(generator, "prior", None))
     if generator is None:
         for name in ("vocoder", "vae round trip", "codebook round trip", "model"):
             by_name[name].skipped = model_note
-    elif codebook_quantiser(getattr(generator, "prior", None)) is None:
+    elif quantise is None:
         by_name["codebook round trip"].skipped = "the model's prior has no codebooks (not a token prior)"
     else:
-        quantise = codebook_quantiser(generator.prior)
         makers["codebook round trip"] = lambda: ClipSet(
             vae_round_trip_clips(generator, real.clips, quantise, "codebook round trip"), real.pieces)
     if generator is not None:
