@@ -21,6 +21,11 @@ safety the way the field's token models do.
 - **Depth head**: the codes of one position are predicted one after another from the trunk's
   summary (an RQ-Transformer-style depth decoder: a residual MLP step per code, fed the code
   just chosen), frame by frame and, within a frame, coarse codebook before fine.
+- **Exposure bias**: in training, a share of each window's input codes, drawn uniformly from
+  ``[0, input_noise]``, is swapped for codes of the same slot from elsewhere in the batch, while
+  the targets stay the true codes. A sampler's mistakes are plausible codes in the wrong place;
+  trained only on true contexts, the model reads its own mistakes as the music it should
+  continue (the washes a long sample can fall into), and swapped codes teach it to read past them.
 
 ``forward(z)`` is the training loss: the mean cross-entropy per code in nats
 (``prior/token_ce``); it is not a likelihood of the continuous latents, so compare this prior
@@ -59,6 +64,7 @@ class TokenPriorConfig:
     context_tokens: int = 255
     top_k: int = 0
     dropout: float = 0.0
+    input_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind != "token_prior":
@@ -78,6 +84,8 @@ class TokenPriorConfig:
             raise ValueError(f"width ({self.width}) must split into {self.heads} heads of even size")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.input_noise <= 1:
+            raise ValueError(f"input_noise must be in [0, 1], got {self.input_noise}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,10 +205,11 @@ class TokenPrior(TransformerPrior):
         context_tokens: int = 255,
         top_k: int = 0,
         dropout: float = 0.0,
+        input_noise: float = 0.0,
     ):
         super().__init__()
         self.latent_dim, self.frames_per_token = latent_dim, frames_per_token
-        self.codebook_size, self.top_k = codebook_size, top_k
+        self.codebook_size, self.top_k, self.input_noise = codebook_size, top_k, float(input_noise)
         self.codes_per_token = frames_per_token * codebooks
         self.heads, self.head_dim = heads, width // heads
         self.context_tokens = context_tokens
@@ -224,7 +233,7 @@ class TokenPrior(TransformerPrior):
         """Build from a config; ``latent_dim`` comes from the VAE."""
         return cls(latent_dim=latent_dim, **{k: getattr(config, k) for k in (
             "codebooks", "codebook_size", "codebook_decay", "codebook_steps", "frames_per_token", "width",
-            "layers", "heads", "mlp_ratio", "context_tokens", "top_k", "dropout")})
+            "layers", "heads", "mlp_ratio", "context_tokens", "top_k", "dropout", "input_noise")})
 
     # -- tokens
 
@@ -249,6 +258,16 @@ class TokenPrior(TransformerPrior):
 
     # -- training
 
+    def _swapped(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, N, J) with a share of each window's codes (uniform in ``[0, input_noise]``
+        a window) replaced by the code of the same slot at a random place of the batch."""
+        b, n, j = codes.shape
+        by_slot = codes.permute(2, 0, 1).reshape(j, b * n)
+        donors = torch.gather(by_slot, 1, torch.randint(b * n, (j, b * n), device=codes.device))
+        donors = donors.reshape(j, b, n).permute(1, 2, 0)
+        share = torch.rand(b, 1, 1, device=codes.device) * self.input_noise
+        return torch.where(torch.rand(codes.shape, device=codes.device) < share, donors, codes)
+
     def _depth_logits(self, summary: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (..., J, K) of each code slot from the summaries (..., W) and the
         true codes (..., J) of the slots before it."""
@@ -262,13 +281,15 @@ class TokenPrior(TransformerPrior):
     def loss(self, z: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy per code (nats), z (B, D, L) → scalar, half of the batch after the
         start embedding (:meth:`TransformerPrior._teacher_forced`); in training mode the codebooks
-        take one moving-average step on z first (until they are frozen)."""
+        take one moving-average step on z first (until they are frozen), and the inputs, not the
+        targets, have codes swapped (``input_noise``)."""
         if z.dim() != 3 or z.shape[1] != self.latent_dim:
             raise ValueError(f"expected latents (B, {self.latent_dim}, L), got {tuple(z.shape)}")
         if self.training:
             self.codebooks.update(z.transpose(1, 2))
         codes = self._window(z, self.to_codes(z))  # (B, N + 1, J)
-        summary, has_start = self._teacher_forced(self._embed_codes(codes))
+        inputs = self._swapped(codes) if self.training and self.input_noise > 0 else codes
+        summary, has_start = self._teacher_forced(self._embed_codes(inputs))
         targets = targets_of(codes, has_start)  # (B, N, J)
         logits = self._depth_logits(summary, targets)
         return F.cross_entropy(logits.float().reshape(-1, self.codebook_size), targets.reshape(-1))

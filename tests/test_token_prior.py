@@ -107,9 +107,40 @@ def test_build_prior_by_kind_and_bad_configs():
     with pytest.raises(ConfigError, match="unknown key"):
         build_prior({"kind": "token_prior", "head_width": 8}, 4)
     for bad in (dict(codebook_size=1), dict(codebook_decay=1.0), dict(codebooks=0), dict(codebook_steps=0),
-                dict(top_k=-1), dict(width=18, heads=4)):
+                dict(top_k=-1), dict(width=18, heads=4), dict(input_noise=-0.1), dict(input_noise=1.5)):
         with pytest.raises(ValueError):
             TokenPriorConfig(**bad)
+
+
+def test_input_noise_swaps_a_window_share_of_codes_for_codes_of_the_same_slot():
+    prior = tiny(input_noise=0.6)
+    torch.manual_seed(3)
+    # slot j holds codes j·2 and j·2 + 1 only (codebook_size 8, 4 slots): a swap stays in its slot's pair
+    codes = torch.randint(2, (64, 40, 4)) + 2 * torch.arange(4)
+    swapped = prior._swapped(codes)
+    assert ((swapped // 2) == torch.arange(4)).all()
+    changed = (swapped != codes).float().mean((1, 2))  # per window
+    # a window's share is uniform in [0, 0.6] and half of the swaps pick the same code: mean 0.15
+    assert 0.11 < float(changed.mean()) < 0.19
+    assert float(changed.min()) < 0.05 and float(changed.max()) > 0.22  # the share varies by window
+
+
+def test_input_noise_touches_the_inputs_in_training_only_never_the_targets():
+    clean, noisy = tiny(), tiny(input_noise=1.0)
+    for prior in (clean, noisy):
+        prior.codebooks.updates.fill_(prior.codebooks.max_updates)  # frozen: no moving-average step
+    z = torch.randn(4, 3, 24)
+    assert torch.equal(clean.loss(z), noisy.loss(z))  # eval mode: the true codes in, as a sampler sees them
+    clean.train(), noisy.train()
+    assert torch.equal(clean.loss(z), clean.loss(z))
+    assert not torch.equal(noisy.loss(z), clean.loss(z))
+    # inputs come from _swapped, targets do not: with another window's codes swapped in, the loss
+    # is not that window's own loss (whose targets are its codes), and with none swapped it is z's
+    z_other = torch.randn(4, 3, 24)
+    noisy._swapped = lambda codes: clean._window(z_other, clean.to_codes(z_other))
+    assert not torch.allclose(noisy.loss(z), clean.loss(z_other))
+    noisy._swapped = lambda codes: codes
+    assert torch.equal(noisy.loss(z), clean.loss(z))
 
 
 def test_loss_under_bf16_autocast_is_finite_near_fp32_and_trains():
