@@ -24,7 +24,7 @@ METADATA=${2:-$MIDI_DIR/maestro-midi.csv}
 VOCODER_MINUTES=${VOCODER_MINUTES:-31}
 VAE_MINUTES=${VAE_MINUTES:-105}
 VOCODER_STAGE2_MINUTES=${VOCODER_STAGE2_MINUTES:-95}
-TOKEN_PRIOR_STEPS=${TOKEN_PRIOR_STEPS:-5500}
+TOKEN_PRIOR_STEPS=${TOKEN_PRIOR_STEPS:-11000}
 export OMP_NUM_THREADS=1  # two trainers share two cores
 
 if [ -d "$MIDI_DIR" ]; then
@@ -48,8 +48,8 @@ vocoder=$!
 
 # The token prior (the bundled default since 2026-12-01): all 500 performances (35.1 h of training
 # audio, the official splits), from random weights on one thread; the shipped run trained 60
-# minutes, then 65 more with `--resume --set train.max_minutes=125`, and was exported at its best
-# validation, the step below.
+# minutes, then on with `--resume --set train.max_minutes=125` and `=200` (176 minutes in all),
+# and was exported at its best validation, the step below.
 if [ -d "$MIDI_DIR" ]; then
   $PY tools/make_demo_dataset.py --midi-dir "$MIDI_DIR" --metadata "$METADATA" --workers 1 --out data/demo-all
   .venv/bin/audiogen-prepare --maestro data/demo-all --out data/cache-all --workers 1
