@@ -25,7 +25,9 @@ safety the way the field's token models do.
   ``[0, input_noise]``, is swapped for codes of the same slot from elsewhere in the batch, while
   the targets stay the true codes. A sampler's mistakes are plausible codes in the wrong place;
   trained only on true contexts, the model reads its own mistakes as the music it should
-  continue (the washes a long sample can fall into), and swapped codes teach it to read past them.
+  continue (the washes a long sample can fall into), and swapped codes are meant to teach it to
+  read past them. Off by default: at 0.2 the bundled model's samples washed a little less and
+  fell silent instead, with sparser onsets and more drift (docs/priors.md).
 
 ``forward(z)`` is the training loss: the mean cross-entropy per code in nats
 (``prior/token_ce``); it is not a likelihood of the continuous latents, so compare this prior
