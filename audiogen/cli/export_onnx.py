@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audiogen.cli import EXIT_OK, add_version_option, one_line_errors
+
+if TYPE_CHECKING:
+    from audiogen.onnx_generation import SourceIdentity
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +64,18 @@ def _export(args: argparse.Namespace) -> int:
         import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
     except ImportError:
         raise ValueError('export-onnx needs onnx and onnxscript: pip install -e ".[onnx]"') from None
-    out = cache_folder(args.model, args.vocoder) if args.cache else Path(args.out)
-    if args.cache and not args.force and graphs_up_to_date(args.model, args.vocoder):
-        if not args.quiet:
-            say(f"{out}: the graphs of these models are there already (--force exports them again)")
-        return EXIT_OK
+    if not args.cache:
+        out = Path(args.out)
+    else:
+        from audiogen.onnx_generation import cached_graphs_dir, find_graphs
+
+        sources = cache_sources(args.model, args.vocoder)  # hashes the weights once
+        out = cached_graphs_dir(*(source.weights_sha for source in sources))
+        if not args.force and find_graphs(*sources) is not None:
+            if not args.quiet:
+                say(f"{out}: the graphs of these models are there already (--force exports them again)")
+            return EXIT_OK
+        out.parent.mkdir(parents=True, exist_ok=True)
     manifest = export_onnx(out, args.model, args.vocoder, force=args.force, progress=None if args.quiet else say,
                            generation_only=args.cache or args.generation_only)
     if not args.quiet:
@@ -76,27 +87,15 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def graphs_up_to_date(model: str | None, vocoder: str | None) -> bool:
-    """Whether the cache holds whole graphs exported from exactly these model folders."""
-    from audiogen.generation import pretrained_dir
-    from audiogen.onnx_generation import SourceIdentity, find_graphs
-
-    return find_graphs(SourceIdentity.of(Path(model) if model else pretrained_dir("spec")),
-                       SourceIdentity.of(Path(vocoder) if vocoder else pretrained_dir("vocoder"))) is not None
-
-
-def cache_folder(model: str | None, vocoder: str | None) -> Path:
-    """The cache folder of these models' graphs, its parents made."""
+def cache_sources(model: str | None, vocoder: str | None) -> tuple[SourceIdentity, SourceIdentity]:
+    """The identities (weights and config hashes) of the model and vocoder folders (None: bundled)."""
     from audiogen.checkpoint import CheckpointError
-    from audiogen.clip_tags import model_hash
     from audiogen.generation import pretrained_dir
-    from audiogen.onnx_generation import cached_graphs_dir
+    from audiogen.onnx_generation import SourceIdentity
 
     folders = [Path(model) if model else pretrained_dir("spec"),
                Path(vocoder) if vocoder else pretrained_dir("vocoder")]
     for folder, what in zip(folders, ("spectrogram model", "vocoder"), strict=True):
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: {what} folder not found")
-    out = cached_graphs_dir(*(model_hash(folder) for folder in folders))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
+    return SourceIdentity.of(folders[0]), SourceIdentity.of(folders[1])

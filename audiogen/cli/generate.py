@@ -68,11 +68,12 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                         "all cores, or 1 when the load average says the cores are busy)")
     p.add_argument("--runtime", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="what runs the networks: onnxruntime (numpy and onnxruntime only, without importing torch; "
-                        "several times faster on a CPU) needs the onnx extra and ONNX graphs of the models: those "
-                        "of the bundled models ship with audiogen, `audiogen export-onnx --model M --vocoder V "
-                        "--cache` makes them for others; the same seed makes the same music either way, to float "
-                        "rounding. auto takes onnxruntime where it can (a CPU, a mixture or token prior, no --like) "
-                        "and PyTorch otherwise, without a word (default: %(default)s)")
+                        "several times faster on a CPU) needs the onnx extra and ONNX graphs of the models in the "
+                        "cache: `audiogen export-onnx --cache` writes the bundled models' once (the quick start "
+                        "does), `--model M --vocoder V --cache` those of others; the same seed makes the same "
+                        "music either way, to float rounding. auto takes onnxruntime where it can (a CPU, a "
+                        "mixture or token prior, no --like) and PyTorch otherwise, without a word (default: "
+                        "%(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off: a bar for clips of 20 s "
                                                         "or more)")
     add_version_option(p)
