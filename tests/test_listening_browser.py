@@ -40,11 +40,13 @@ class PipeDevTools:
 
     Args:
         chromium: the browser executable.
-        profile: an empty folder for the browser profile.
-        timeout: seconds to wait for any one answer.
+        profile: an empty folder for the browser profile (its ``chromium.log`` keeps the browser's stderr).
+        timeout: seconds to wait for any one answer once the browser is up.
+        startup_timeout: seconds to wait for the first answer: a cold chromium on a busy 2-core
+            machine has taken over 20 s to open its first page.
     """
 
-    def __init__(self, chromium: str, profile: Path, timeout: float = 20.0) -> None:
+    def __init__(self, chromium: str, profile: Path, timeout: float = 20.0, startup_timeout: float = 120.0) -> None:
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
         # the browser's ends above 9, so that putting them on 3 and 4 cannot overwrite one another
@@ -54,14 +56,18 @@ class PipeDevTools:
                  "--disable-extensions", "--window-size=900,580", "about:blank"]
         # the browser reads commands on fd 3 and writes answers on fd 4: bash puts our pipes there
         # (dash, Debian's sh, takes one-digit descriptors only)
-        self.proc = subprocess.Popen(
-            ["/bin/bash", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}', chromium, *flags],
-            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = profile / "chromium.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                ["/bin/bash", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}', chromium, *flags],
+                pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=log)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self.timeout = timeout
+        self.startup_timeout = startup_timeout
         self._next_id = 0
         self._answers: dict[int, dict] = {}
+        self._answers_seen = False
         self._arrived = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
         self.session: str | None = None
@@ -80,18 +86,27 @@ class PipeDevTools:
 
     def send(self, method: str, params: dict | None = None, browser: bool = False) -> dict:
         """Send one command (to the attached page unless ``browser``) and wait for its result."""
+        timeout = self.timeout if self._answers_seen else self.startup_timeout
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params or {}}
         if self.session and not browser:
             message["sessionId"] = self.session
         os.write(self._to_browser, json.dumps(message).encode() + b"\0")
         with self._arrived:
-            if not self._arrived.wait_for(lambda: self._next_id in self._answers, self.timeout):
-                raise TimeoutError(f"no answer to {method} in {self.timeout} s")
+            if not self._arrived.wait_for(lambda: self._next_id in self._answers, timeout):
+                raise TimeoutError(f"no answer to {method} in {timeout} s; {self._state()}")
             answer = self._answers.pop(self._next_id)
+        self._answers_seen = True
         if "error" in answer:
             raise RuntimeError(f"{method}: {answer['error']}")
         return answer["result"]
+
+    def _state(self) -> str:
+        """Whether the browser still runs, and the end of what it wrote to stderr, for a failure message."""
+        exited = self.proc.poll()
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-5:] if self.log.exists() else []
+        status = "chromium is still running" if exited is None else f"chromium exited with {exited}"
+        return status + (": " + " | ".join(tail) if tail else ", nothing on its stderr")
 
     def open_page(self, width: int = 900, height: int = 580) -> None:
         target = self.send("Target.createTarget", {"url": "about:blank"}, browser=True)["targetId"]
@@ -132,6 +147,8 @@ class PipeDevTools:
 
     def close(self) -> None:
         try:
+            if not self._answers_seen:  # it never came up: do not wait for it to answer a close
+                raise TimeoutError("chromium never answered")
             self.send("Browser.close", browser=True)
             self.proc.wait(timeout=10)
         except Exception:
@@ -158,11 +175,25 @@ def server(tmp_path):
         proc.wait(timeout=10)
 
 
+def _started_browser(tmp_path_factory, attempts: int = 2) -> PipeDevTools:
+    """A browser with a page open. A start that hangs is retried once with a fresh profile: the
+    failure under test is the page's, not chromium's start-up on a loaded machine."""
+    for attempt in range(1, attempts + 1):
+        devtools = PipeDevTools(CHROMIUM, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            devtools.open_page()
+            return devtools
+        except TimeoutError:
+            devtools.close()
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture()
 def browser(tmp_path_factory):
-    devtools = PipeDevTools(CHROMIUM, tmp_path_factory.mktemp("chromium-profile"))
+    devtools = _started_browser(tmp_path_factory)
     try:
-        devtools.open_page()
         yield devtools
     finally:
         devtools.close()
