@@ -50,7 +50,7 @@ class Generator:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, vocoder_dir: str | Path | None = None,
-                        device: str = "cpu", threads: int | None = None) -> Generator:
+                        device: str = "cpu", threads: int | None = None, wash_guard: bool = True) -> Generator:
         """Load exported model folders; nothing is downloaded.
 
         Args:
@@ -60,6 +60,8 @@ class Generator:
             vocoder_dir: a vocoder folder (``RUN/best`` of ``train_vocoder.py``); None: bundled.
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (CUDA when available).
             threads: torch's CPU threads (process-wide); None leaves torch's setting alone.
+            wash_guard: draw again a stretch whose audio turns into a broadband wash
+                (:mod:`audiogen.wash_guard`), as ``generate`` does; False keeps what the prior draws.
 
         Raises:
             ValueError: a bad device or thread count; a missing or incomplete folder
@@ -73,7 +75,9 @@ class Generator:
         chosen = _device(device)
         spec_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
         with_prior = (spec_dir / "prior.safetensors").exists() or not spec_dir.is_dir()
-        return cls(load_generator(model_dir, vocoder_dir, device=chosen, with_prior=with_prior))
+        pipeline = load_generator(model_dir, vocoder_dir, device=chosen, with_prior=with_prior)
+        pipeline.wash_guard = bool(wash_guard)
+        return cls(pipeline)
 
     @property
     def sample_rate(self) -> int:

@@ -36,17 +36,21 @@ def model_hash(folder: str | Path) -> str:
 
 
 def clip_tags(*, version: str, seed: int, temperature: float, seconds: float, model: str, model_sha: str,
-              vocoder: str, vocoder_sha: str, like: str | None = None, variation: float | None = None) -> dict:
+              vocoder: str, vocoder_sha: str, like: str | None = None, variation: float | None = None,
+              wash_guard: bool = True) -> dict:
     """The provenance of one generated clip, as a flat JSON-ready dict.
 
     ``model`` and ``vocoder`` are the folders as the user named them (``"bundled"`` for the shipped
-    ones); the hashes say which weights those were at the time.
+    ones); the hashes say which weights those were at the time. ``wash_guard`` is written only when
+    it was off (:func:`wash_guard_of` reads it).
     """
     tags: dict[str, Any] = {"schema": TAG_SCHEMA, "audiogen": version, "seed": seed, "temperature": temperature,
                             "seconds": seconds, "model": model, "model_sha256": model_sha,
                             "vocoder": vocoder, "vocoder_sha256": vocoder_sha}
     if like is not None:
         tags.update(like=like, variation=variation)
+    if not wash_guard:
+        tags["wash_guard"] = False
     return tags
 
 
@@ -59,7 +63,24 @@ def remake_command(tags: dict) -> str:
             words += [f"--{option}", tags[option]]
     if tags.get("like") is not None:
         words += ["--like", tags["like"], "--variation", f"{tags['variation']:g}"]
+    if not wash_guard_of(tags):
+        words.append("--no-wash-guard")
     return shlex.join(words + ["--out", "clip.wav"])
+
+
+WASH_GUARD_SINCE = (0, 2)  # the audiogen version whose generate first drew washes again
+
+
+def wash_guard_of(tags: dict) -> bool:
+    """Whether the clip was made with the wash guard: the tag says so when it was off, and clips
+    of versions before the guard lack the tag and were made without it."""
+    if "wash_guard" in tags:
+        return bool(tags["wash_guard"])
+    try:
+        version = tuple(int(part) for part in str(tags.get("audiogen", "")).split(".")[:2])
+    except ValueError:  # a development or foreign version string: assume the present behaviour
+        return True
+    return version >= WASH_GUARD_SINCE
 
 
 def apply_tags(sound_file: Any, tags: dict) -> None:

@@ -76,6 +76,14 @@ def tonal_ratio_frames(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray,
     return (power * peaks).sum(axis=0) / np.maximum(total, 1e-20), sounding
 
 
+def _window_median(ratio: np.ndarray, sounding: np.ndarray) -> float | None:
+    """The median tonal ratio of a window's sounding frames; None when it is mostly silence (a
+    gap, not a wash)."""
+    if sounding.size == 0 or sounding.mean() < 0.5:
+        return None
+    return float(np.median(ratio[sounding]))
+
+
 def wash_windows(audio: np.ndarray, sample_rate: int) -> list[tuple[float, float, float]]:
     """(start s, end s, median tonal ratio) of every wash window of a clip (none when it has none)."""
     ratio, sounding = tonal_ratio_frames(audio, sample_rate)
@@ -83,13 +91,16 @@ def wash_windows(audio: np.ndarray, sample_rate: int) -> list[tuple[float, float
     size = max(1, int(round(WASH_WINDOW_SECONDS * fps)))
     found = []
     for start in range(0, max(1, len(ratio) - size + 1), max(1, size // 2)):
-        mask = sounding[start: start + size]
-        if mask.size == 0 or mask.mean() < 0.5:  # mostly silence: a gap, not a wash
-            continue
-        median = float(np.median(ratio[start: start + size][mask]))
-        if median < WASH_TONAL_RATIO:
+        median = _window_median(ratio[start: start + size], sounding[start: start + size])
+        if median is not None and median < WASH_TONAL_RATIO:
             found.append((start / fps, (start + size) / fps, median))
     return found
+
+
+def is_wash(audio: np.ndarray, sample_rate: int) -> bool:
+    """Whether a stretch of audio (a wash window's length, say), taken as one window, is a wash."""
+    median = _window_median(*tonal_ratio_frames(audio, sample_rate))
+    return median is not None and median < WASH_TONAL_RATIO
 
 
 def first_wash(audio: np.ndarray, sample_rate: int) -> float | None:

@@ -182,6 +182,7 @@ class Generator:
     device: torch.device
     vae_sha256: str = ""  # names the VAE whose latents these are (audiogen encode/decode check it)
     pipelined: bool = False  # run the prior, VAE decoder and vocoder on threads of their own (see audio())
+    wash_guard: bool = False  # draw again what washes (audiogen.wash_guard; transformer priors only)
     runtime = "torch"  # what runs the networks (audiogen.onnx_generation.OnnxGenerator: "onnxruntime")
 
     @property
@@ -212,7 +213,16 @@ class Generator:
         frames = None if samples is None else self.latent_frames(samples)
         chunk = latent_chunk_frames(frames, self.frontend.config.frame_rate / self.vae.time_ratio, chunk_seconds)
         generator = torch.Generator().manual_seed(seed)
-        sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
+        if self.wash_guard and hasattr(self.prior, "sampler"):
+            from audiogen.wash_guard import audio_judge, guarded_segments, segment_tokens
+
+            judge = audio_judge(self._render_now, self.vae.time_ratio * self.hop_length, self.sample_rate,
+                                lambda parts: torch.cat(parts, dim=-1))
+            tokens = segment_tokens(self.frontend.config.frame_rate / self.vae.time_ratio, self.prior.frames_per_token)
+            sampled = guarded_segments(self.prior.sampler(temperature, generator, context=prefix), tokens, judge,
+                                       lambda parts: torch.cat(parts, dim=-1))
+        else:
+            sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
         if prefix is not None:
             sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
         return sampled if frames is None else take_frames(sampled, frames)
@@ -265,6 +275,16 @@ class Generator:
         with torch.inference_mode(), _threads(1 if self.pipelined else None):
             for audio in vocode_stream(self.vocoder, mels, chunk_frames=chunk_frames):
                 yield np.asarray(audio, dtype=np.float32).reshape(-1)
+
+    def _render_now(self, latents: torch.Tensor) -> np.ndarray:
+        """The audio (n,) of latents (1, D, l), on this thread (the wash guard's judge)."""
+        import torch
+
+        from audiogen.vocoder import DEFAULT_CHUNK_FRAMES, vocode_stream
+
+        with torch.inference_mode():
+            pieces = vocode_stream(self.vocoder, self.mels([latents]), chunk_frames=DEFAULT_CHUNK_FRAMES)
+            return np.concatenate([np.asarray(piece, dtype=np.float32).reshape(-1) for piece in pieces])
 
     def render(self, latents: Iterable[torch.Tensor], samples: int | None,
                vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:

@@ -322,6 +322,7 @@ class TokenFacts:
     """The token prior's sizes (the manifest's token_step facts)."""
 
     latent_dim: int
+    frames_per_token: int
     codes_per_token: int
     top_k: int
     context_tokens: int
@@ -348,26 +349,21 @@ class OnnxTokenPrior:
     def __init__(self, trunk: Any, depth: list[Any], facts: TokenFacts):
         self.trunk, self.depth, self.facts = trunk, depth, facts
 
+    def sampler(self, temperature: float, seed: int) -> OnnxTokenSampler:
+        """A sampler from the start of a piece that can go back to a checkpoint (:mod:`audiogen.wash_guard`)."""
+        return OnnxTokenSampler(self, temperature, TorchRandom(seed))
+
     def sample_stream(self, chunk_frames: int, temperature: float, seed: int) -> Iterator[np.ndarray]:
         """Latent chunks (1, D, chunk_frames) forever, from the start of a piece."""
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        facts, random = self.facts, TorchRandom(seed)
-        codes = np.zeros((1, facts.codes_per_token), dtype=np.int64)
-        feed = {"codes": codes, **self._empty_caches()}
-        summary, logits, _ = self._step(feed, 0)  # TokenPrior.begin(None)
-        position, pending = 1, [np.zeros((1, facts.latent_dim, 0), dtype=np.float32)]
+        sampler = self.sampler(temperature, seed)
+        pending = [np.zeros((1, self.facts.latent_dim, 0), dtype=np.float32)]
         while True:
             have = sum(piece.shape[-1] for piece in pending)
             while have < chunk_frames:
-                for slot in range(facts.codes_per_token):
-                    codes[0, slot] = pick_code(logits[0], float(random.rand(1)[0]), temperature, facts.top_k)
-                    if slot < len(self.depth):
-                        summary, logits = self.depth[slot].run(None, {"h": summary, "code": codes[:, slot]})
-                summary, logits, frames = self._step(feed, position)
-                position += 1
-                pending.append(frames)
-                have += frames.shape[-1]
+                pending.append(sampler.draw(1))
+                have += pending[-1].shape[-1]
             latents = np.concatenate(pending, axis=-1)
             yield latents[..., :chunk_frames]
             pending = [latents[..., chunk_frames:]]
@@ -394,6 +390,54 @@ class OnnxTokenPrior:
             feed[f"keys_{i}"][..., slot] = new_keys[i]
             feed[f"values_{i}"][:, :, slot] = new_values[i]
         return summary, logits, frames
+
+
+@dataclass
+class _TokenState:
+    """Where an :class:`OnnxTokenSampler` is: the trunk's feed (codes and key/value rings), the
+    next position, and the summary and slot-0 logits of the token to draw next."""
+
+    feed: dict[str, np.ndarray]
+    position: int
+    summary: np.ndarray
+    logits: np.ndarray
+
+    def copy(self) -> _TokenState:
+        return _TokenState({name: array.copy() for name, array in self.feed.items()}, self.position,
+                           self.summary, self.logits)
+
+
+class OnnxTokenSampler:
+    """:class:`audiogen.transformer.TrunkSampler` on the graphs: :meth:`draw` tokens, go back to a
+    :meth:`checkpoint` (the rings are written in place, so a checkpoint copies them: 0.4 MB)."""
+
+    def __init__(self, prior: OnnxTokenPrior, temperature: float, random: TorchRandom):
+        self.prior, self.temperature, self.random = prior, temperature, random
+        feed = {"codes": np.zeros((1, prior.facts.codes_per_token), dtype=np.int64), **prior._empty_caches()}
+        summary, logits, _ = prior._step(feed, 0)  # TokenPrior.begin(None)
+        self.state = _TokenState(feed, 1, summary, logits)
+
+    def draw(self, tokens: int) -> np.ndarray:
+        """The latent frames (1, D, tokens · frames_per_token) of the next ``tokens`` tokens."""
+        prior, state, frames = self.prior, self.state, []
+        codes = state.feed["codes"]
+        for _ in range(tokens):
+            summary, logits = state.summary, state.logits
+            for slot in range(prior.facts.codes_per_token):
+                codes[0, slot] = pick_code(logits[0], float(self.random.rand(1)[0]), self.temperature,
+                                           prior.facts.top_k)
+                if slot < len(prior.depth):
+                    summary, logits = prior.depth[slot].run(None, {"h": summary, "code": codes[:, slot]})
+            state.summary, state.logits, token_frames = prior._step(state.feed, state.position)
+            state.position += 1
+            frames.append(token_frames)
+        return np.concatenate(frames, axis=-1)
+
+    def checkpoint(self) -> _TokenState:
+        return self.state.copy()
+
+    def restore(self, checkpoint: _TokenState) -> None:
+        self.state = checkpoint.copy()
 
 
 def concat_time(pieces: list[np.ndarray]) -> np.ndarray:
@@ -438,6 +482,7 @@ class OnnxGenerator:
     vocoder_overlap: int
     graphs: Path
     pipelined: bool = False  # the prior and the VAE decoder on threads of their own (see audio())
+    wash_guard: bool = False  # draw again what washes (audiogen.wash_guard; token priors only)
     runtime = "onnxruntime"
 
     @property
@@ -451,9 +496,20 @@ class OnnxGenerator:
                 chunk_seconds: float = 8.0) -> Iterator[np.ndarray]:
         """The latent chunks (1, D, l) of a clip of ``samples`` samples (None: endless), as the prior draws them."""
         frames = None if samples is None else self.latent_frames(samples)
-        chunk = latent_chunk_frames(frames, self.frame_rate / self.time_ratio, chunk_seconds)
-        sampled = self.prior.sample_stream(chunk, temperature, seed)
+        if self.wash_guard and isinstance(self.prior, OnnxTokenPrior):
+            from audiogen.wash_guard import audio_judge, guarded_segments, segment_tokens
+
+            judge = audio_judge(self._render_now, self.time_ratio * self.hop_length, self.sample_rate, concat_time)
+            tokens = segment_tokens(self.frame_rate / self.time_ratio, self.prior.facts.frames_per_token)
+            sampled = guarded_segments(self.prior.sampler(temperature, seed), tokens, judge, concat_time)
+        else:
+            chunk = latent_chunk_frames(frames, self.frame_rate / self.time_ratio, chunk_seconds)
+            sampled = self.prior.sample_stream(chunk, temperature, seed)
         return sampled if frames is None else take_frames(sampled, frames)
+
+    def _render_now(self, latents: np.ndarray) -> np.ndarray:
+        """The audio (n,) of latents (1, D, l), on this thread (the wash guard's judge)."""
+        return np.concatenate(list(self._vocoded(self.mels([latents]), None)))
 
     def mels(self, latents: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks."""
@@ -478,7 +534,9 @@ class OnnxGenerator:
         mels = self.mels(latents)
         if self.pipelined:
             mels = threaded(mels, depth=2, name="vae-decoder", inference_mode=False)
+        return self._vocoded(mels, vocoder_chunk_frames)
 
+    def _vocoded(self, mels: Iterable[np.ndarray], vocoder_chunk_frames: int | None) -> Iterator[np.ndarray]:
         def vocode(mel: np.ndarray) -> np.ndarray:
             return self.vocoder.run(None, {"mel": mel})[0][:, 0]  # (1, frames · hop)
 

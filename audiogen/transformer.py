@@ -176,6 +176,12 @@ class TransformerPrior(StreamingPrior):
         its latent frames (1, D, frames_per_token); it takes its random numbers from ``generator``."""
         raise NotImplementedError
 
+    def sampler(self, temperature: float = 1.0, generator: torch.Generator | None = None,
+                context: torch.Tensor | None = None) -> TrunkSampler:
+        """A sampler that draws tokens on demand and can go back to a checkpoint (what
+        :mod:`audiogen.wash_guard` drives), starting after ``context`` as :meth:`begin` does."""
+        return TrunkSampler(self, temperature, generator, context)
+
     @torch.inference_mode()
     def sample_stream(
         self,
@@ -191,15 +197,12 @@ class TransformerPrior(StreamingPrior):
         """
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        state = self.begin(context)
-        next_token = self._token_sampler(temperature, generator)
+        sampler = self.sampler(temperature, generator, context)
         pending = torch.zeros(1, self.latent_dim, 0, device=self._device())
         while True:
-            with one_thread(self._device()):
-                while pending.shape[-1] < chunk_frames:
-                    token, frames = next_token(state)
-                    self.advance(state, token)
-                    pending = torch.cat([pending, frames], dim=-1)
+            missing = chunk_frames - pending.shape[-1]
+            if missing > 0:
+                pending = torch.cat([pending, sampler.draw(-(-missing // self.frames_per_token))], dim=-1)
             yield pending[..., :chunk_frames]
             pending = pending[..., chunk_frames:]
 
@@ -211,6 +214,39 @@ class TransformerPrior(StreamingPrior):
         state.summary = self.norm(x)[:, -1]
         state.position += 1
         return state
+
+
+class TrunkSampler:
+    """A transformer prior's sampler: :meth:`draw` tokens, :meth:`checkpoint` and :meth:`restore`
+    its state (:class:`audiogen.wash_guard.RewindableSampler`). A checkpoint costs no copy: the
+    trunk replaces its cache tensors rather than writing into them."""
+
+    def __init__(self, prior: TransformerPrior, temperature: float, generator: torch.Generator | None,
+                 context: torch.Tensor | None):
+        self.prior = prior
+        self.state = prior.begin(context)
+        self._next_token = prior._token_sampler(temperature, generator)
+
+    @torch.inference_mode()
+    def draw(self, tokens: int) -> torch.Tensor:
+        """The latent frames (1, D, tokens · frames_per_token) of the next ``tokens`` tokens."""
+        frames = []
+        with one_thread(self.prior._device()):
+            for _ in range(tokens):
+                token, token_frames = self._next_token(self.state)
+                self.prior.advance(self.state, token)
+                frames.append(token_frames)
+        return torch.cat(frames, dim=-1)
+
+    def checkpoint(self) -> TrunkState:
+        return _copied(self.state)
+
+    def restore(self, checkpoint: TrunkState) -> None:
+        self.state = _copied(checkpoint)
+
+
+def _copied(state: TrunkState) -> TrunkState:
+    return TrunkState([list(cache) for cache in state.caches], state.position, state.summary)
 
 
 def targets_of(tokens: torch.Tensor, has_start: torch.Tensor) -> torch.Tensor:

@@ -246,6 +246,9 @@ def noise_clips(clips: list[np.ndarray], seed: int) -> list[np.ndarray]:
     ]
 
 
+GUARD_NOTES = {True: ", washes drawn again (wash guard)", False: ", without the wash guard"}
+
+
 def load_models(model: str | None, vocoder: str | None, device: str):
     """(generator or None, note). Explicit ``--model/--vocoder`` that fail to load are errors."""
     try:
@@ -306,7 +309,8 @@ def markdown_table(report: dict) -> str:
         + f", framing `{emb['framing']}`, resampler `{report['resampler']}`, "
         f"{report['bootstrap']} bootstrap draws over pieces (the clips cut from one recording are drawn "
         "together: they are not independent)"
-        + (f"; model clips sampled at temperature {report['temperature']:g}." if report.get("temperature") else "."),
+        + (f"; model clips sampled at temperature {report['temperature']:g}" if report.get("temperature") else "")
+        + GUARD_NOTES.get(report.get("wash_guard"), "") + ".",
     ]
     if not emb.get("comparable_to_published", False):
         lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**" if emb["model"] == "mel"
@@ -486,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0, help="(default: %(default)s)")
     p.add_argument(
         "--temperature", type=positive_float, help="the prior's sampling temperature (default: generate's)"
+    )
+    p.add_argument(
+        "--no-wash-guard", dest="wash_guard", action="store_false",
+        help="sample as the prior alone does, without redrawing what washes (generate's --no-wash-guard)",
     )
     p.add_argument(
         "--bootstrap", type=int_at_least(2), default=200, help="bootstrap draws per row (default: %(default)s)"
@@ -685,6 +693,8 @@ def run(args: argparse.Namespace) -> dict:
     weights = args.transcriber if args.embedding == "transcriber" else args.vggish_weights
     embedder = make_embedder(args.embedding, weights=weights, framing=args.framing, device=args.device)
     generator, model_note = load_models(args.model, args.vocoder, args.device)
+    if generator is not None:
+        generator.wash_guard = args.wash_guard
     # the models' own frontend when they load (their sample rate and mel settings), on the CPU
     frontend = MelFrontend(generator.frontend.config if generator is not None else FrontendConfig())
     sample_rate = frontend.config.sample_rate
@@ -772,6 +782,7 @@ def run(args: argparse.Namespace) -> dict:
         "num": args.num,
         "seed": args.seed,
         "temperature": args.temperature,
+        "wash_guard": args.wash_guard,
         "sample_rate": sample_rate,
         "embedding": identity,
         "framing": identity["framing"],

@@ -51,6 +51,9 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature, 0 to 10: lower is calmer, higher busier (default: 1.0, the one "
                         "the prior was trained at)")
+    p.add_argument("--no-wash-guard", dest="wash_guard", action="store_false",
+                   help="keep what the prior draws even where it washes (default: a stretch whose audio "
+                        "turns into a broadband wash is drawn again, up to 9 times; see docs/priors.md)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run; auto takes CUDA when there is one (default: %(default)s)")
     p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage) (default: the bundled one)")
@@ -243,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
 
     hashes = model_hashes(args)
     generator = load_models(args, *hashes)
+    generator.wash_guard = args.wash_guard
     endless = math.isinf(args.seconds)
     if args.temperature is None:
         args.temperature = DEFAULT_TEMPERATURE
@@ -381,7 +385,7 @@ def _clip_tags(args: argparse.Namespace, seed: int, model_sha: str, vocoder_sha:
     return clip_tags(version=__version__, seed=seed, temperature=args.temperature, seconds=args.seconds,
                      model=args.model or "bundled", model_sha=model_sha,
                      vocoder=args.vocoder or "bundled", vocoder_sha=vocoder_sha,
-                     like=args.like, variation=args.variation if args.like else None)
+                     like=args.like, variation=args.variation if args.like else None, wash_guard=args.wash_guard)
 
 
 def check_length(samples: int, generator: Any, what: str) -> None:
