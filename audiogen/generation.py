@@ -214,13 +214,12 @@ class Generator:
         chunk = latent_chunk_frames(frames, self.frontend.config.frame_rate / self.vae.time_ratio, chunk_seconds)
         generator = torch.Generator().manual_seed(seed)
         if self.wash_guard and hasattr(self.prior, "sampler"):
-            from audiogen.wash_guard import audio_judge, guarded_segments, segment_tokens
+            from audiogen.wash_guard import AudioJudge, guarded_segments, segment_tokens
 
-            judge = audio_judge(self._render_now, self.vae.time_ratio * self.hop_length, self.sample_rate,
-                                lambda parts: torch.cat(parts, dim=-1))
+            judge = AudioJudge(self._render_now, self.vae.time_ratio * self.hop_length, self.sample_rate,
+                               lambda parts: torch.cat(parts, dim=-1))
             tokens = segment_tokens(self.frontend.config.frame_rate / self.vae.time_ratio, self.prior.frames_per_token)
-            sampled = guarded_segments(self.prior.sampler(temperature, generator, context=prefix), tokens, judge,
-                                       lambda parts: torch.cat(parts, dim=-1))
+            sampled = guarded_segments(self.prior.sampler(temperature, generator, context=prefix), tokens, judge)
         else:
             sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
         if prefix is not None:

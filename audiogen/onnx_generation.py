@@ -497,11 +497,11 @@ class OnnxGenerator:
         """The latent chunks (1, D, l) of a clip of ``samples`` samples (None: endless), as the prior draws them."""
         frames = None if samples is None else self.latent_frames(samples)
         if self.wash_guard and isinstance(self.prior, OnnxTokenPrior):
-            from audiogen.wash_guard import audio_judge, guarded_segments, segment_tokens
+            from audiogen.wash_guard import AudioJudge, guarded_segments, segment_tokens
 
-            judge = audio_judge(self._render_now, self.time_ratio * self.hop_length, self.sample_rate, concat_time)
+            judge = AudioJudge(self._render_now, self.time_ratio * self.hop_length, self.sample_rate, concat_time)
             tokens = segment_tokens(self.frame_rate / self.time_ratio, self.prior.facts.frames_per_token)
-            sampled = guarded_segments(self.prior.sampler(temperature, seed), tokens, judge, concat_time)
+            sampled = guarded_segments(self.prior.sampler(temperature, seed), tokens, judge)
         else:
             chunk = latent_chunk_frames(frames, self.frame_rate / self.time_ratio, chunk_seconds)
             sampled = self.prior.sample_stream(chunk, temperature, seed)

@@ -18,7 +18,7 @@ guard on, that count says how often the guard gave up, not how often the prior w
 per-window FADs and descriptors are the independent check of what it writes instead.
 
 Everything here works on any runtime: a :class:`RewindableSampler` draws latents and goes back
-to a checkpoint, and the ``window_washes`` callable renders and judges a window.
+to a checkpoint, and an :class:`AudioJudge` renders with the runtime's networks and judges.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ class RewindableSampler(Protocol):
         """Go back to a checkpoint; what is drawn next takes the generator's next random numbers."""
 
 
-# window_washes(warm_up, window): whether the audio of ``window`` (latents (1, D, n)) washes,
-# ``warm_up`` (latents before it, or None) decoded first so the window's start has its context
-WindowJudge = Callable[[Any, Any], bool]
+# window_washes(before, segments): whether the audio of ``segments`` (one or two latent segments
+# (1, D, n), in time order: the window) washes; ``before`` is the segment before them (or None),
+# whose tail the first segment's decoding may warm up on
+WindowJudge = Callable[[Any, list[Any]], bool]
 
 
 @dataclass
@@ -56,12 +57,11 @@ class _Segment:
 
 
 def guarded_segments(sampler: RewindableSampler, segment_tokens: int, window_washes: WindowJudge,
-                     concat: Callable[[list[Any]], Any], tries: int = DEFAULT_TRIES) -> Iterator[Any]:
+                     tries: int = DEFAULT_TRIES) -> Iterator[Any]:
     """Latent segments (1, D, segment_tokens · frames_per_token) forever, each one segment behind
     what the sampler has drawn (see the module docstring).
 
     Args:
-        concat: joins latents along time (torch.cat or numpy.concatenate on the last axis).
         tries: redraws of a washing segment before the segment before it is drawn again too.
     """
     if segment_tokens < 1:
@@ -69,23 +69,25 @@ def guarded_segments(sampler: RewindableSampler, segment_tokens: int, window_was
     if tries < 0:
         raise ValueError(f"tries must be >= 0, got {tries}")
     held: _Segment | None = None  # drawn and judged, not yet given out: the guard may draw it again
-    given: Any = None  # the last segment given out: the decoder's warm-up for a window over `held`
+    given: Any = None  # the last segment given out
+
+    def washes(new: _Segment) -> bool:
+        return window_washes(given, [new.frames] if held is None else [held.frames, new.frames])
+
     while True:
         new = _Segment(sampler.checkpoint(), sampler.draw(segment_tokens))
-        context = held.frames if held is not None else None
-        washes = window_washes(given if held is not None else None, _join(concat, context, new.frames))
-        for _ in range(tries if washes else 0):
+        washing = washes(new)
+        for _ in range(tries if washing else 0):
             sampler.restore(new.start)
             new.frames = sampler.draw(segment_tokens)
-            washes = window_washes(given if held is not None else None, _join(concat, context, new.frames))
-            if not washes:
+            if not (washing := washes(new)):
                 break
-        if washes and held is not None:  # the wash may have begun in the held segment: draw both again
+        if washing and held is not None:  # the wash may have begun in the held segment: draw both again
             for _ in range(tries):
                 sampler.restore(held.start)
                 held.frames = sampler.draw(segment_tokens)
                 new = _Segment(sampler.checkpoint(), sampler.draw(segment_tokens))
-                if not window_washes(given, concat([held.frames, new.frames])):
+                if not washes(new):
                     break
         if held is not None:
             given = held.frames
@@ -93,21 +95,39 @@ def guarded_segments(sampler: RewindableSampler, segment_tokens: int, window_was
         held = new
 
 
-def audio_judge(render: Callable[[Any], Any], samples_per_frame: int, sample_rate: int,
-                concat: Callable[[list[Any]], Any]) -> WindowJudge:
+class AudioJudge:
     """A ``window_washes`` for :func:`guarded_segments` from a runtime's ``render`` (latents (1, D, n)
-    → mono float audio): it renders warm-up and window together and judges the window's audio."""
-    from audiogen.descriptors import is_wash
+    → mono float audio).
 
-    def window_washes(warm_up: Any, window: Any) -> bool:
-        audio = render(_join(concat, warm_up, window))
-        return is_wash(audio[-window.shape[-1] * samples_per_frame:], sample_rate)
+    Each segment is rendered once, after the last ``warm_up_frames`` of the segment before it (the
+    VAE decoder's and the vocoder's context), and its audio kept while its window may be judged
+    again; a window's audio is its segments' audio end to end. So the guard costs about a
+    quarter more decoding and vocoding than the clip itself, plus what it draws again.
+    """
 
-    return window_washes
+    def __init__(self, render: Callable[[Any], Any], samples_per_frame: int, sample_rate: int,
+                 concat: Callable[[list[Any]], Any], warm_up_frames: int = 16):
+        self.render, self.samples_per_frame, self.sample_rate = render, samples_per_frame, sample_rate
+        self.concat, self.warm_up_frames = concat, warm_up_frames
+        self._audio: list[tuple[Any, Any]] = []  # (segment, its audio), the latest few
 
+    def __call__(self, before: Any, segments: list[Any]) -> bool:
+        import numpy as np
 
-def _join(concat: Callable[[list[Any]], Any], context: Any, frames: Any) -> Any:
-    return frames if context is None else concat([context, frames])
+        from audiogen.descriptors import is_wash
+
+        pieces = [self._segment_audio(segments[i - 1] if i else before, segment) for i, segment in enumerate(segments)]
+        return is_wash(np.concatenate(pieces), self.sample_rate)
+
+    def _segment_audio(self, previous: Any, segment: Any) -> Any:
+        for known, audio in self._audio:
+            if known is segment:
+                return audio
+        warm_up = 0 if previous is None else min(self.warm_up_frames, previous.shape[-1])
+        latents = segment if not warm_up else self.concat([previous[..., -warm_up:], segment])
+        audio = self.render(latents)[warm_up * self.samples_per_frame:]
+        self._audio = [*self._audio[-3:], (segment, audio)]
+        return audio
 
 
 def segment_tokens(latent_rate: float, frames_per_token: int) -> int:

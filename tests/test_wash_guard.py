@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from audiogen.descriptors import is_wash
-from audiogen.wash_guard import guarded_segments, segment_tokens
+from audiogen.wash_guard import AudioJudge, guarded_segments, segment_tokens
 
 SR = 22050
 
@@ -44,11 +44,11 @@ def take(stream, count):
 
 def test_a_washing_segment_is_drawn_again_and_none_is_given_out():
     # a "wash" is a window holding a frame above 0.95: with 8-frame segments most windows have none
-    def washes(warm_up, window):
-        return bool((window > 0.95).any())
+    def washes(before, window):
+        return bool((concat(window) > 0.95).any())
 
     sampler = CountingSampler(0)
-    segments = take(guarded_segments(sampler, 8, washes, concat, tries=4), 30)
+    segments = take(guarded_segments(sampler, 8, washes, tries=4), 30)
     assert all(s.shape == (1, 1, 8) for s in segments)
     assert not any((s > 0.95).any() for s in segments)
     assert sampler.draws > 31  # some were drawn again (the unguarded stream has such frames)
@@ -58,11 +58,10 @@ def test_a_washing_segment_is_drawn_again_and_none_is_given_out():
 
 def test_when_every_try_washes_the_segment_before_is_drawn_again_too():
     # a segment that ends above 0.8 "primes" a wash in whatever follows it, though not in its own window
-    def washes(warm_up, window):
-        n = window.shape[-1]
-        return n > 4 and bool(window[0, 0, n // 2 - 1] > 0.8)  # the end of the first half
+    def washes(before, window):
+        return len(window) == 2 and bool(window[0][0, 0, -1] > 0.8)
 
-    segments = take(guarded_segments(CountingSampler(1), 4, washes, concat, tries=3), 40)
+    segments = take(guarded_segments(CountingSampler(1), 4, washes, tries=3), 40)
     given = concat(segments)[0, 0]
     assert not (given[3:-4:4] > 0.8).any()  # no given segment ends primed (but the last, not yet judged)
     assert (CountingSampler(1).random.random(200)[3::4] > 0.8).any()  # unguarded, some would
@@ -71,32 +70,34 @@ def test_when_every_try_washes_the_segment_before_is_drawn_again_too():
 def test_a_hopeless_window_costs_a_bounded_number_of_draws_and_the_clip_still_ends():
     sampler = CountingSampler(2)
     tries = 3
-    segments = take(guarded_segments(sampler, 5, lambda warm_up, window: True, concat, tries=tries), 10)
+    segments = take(guarded_segments(sampler, 5, lambda before, window: True, tries=tries), 10)
     assert len(segments) == 10
     # the first segment: 1 + tries draws (nothing before it to draw again); each next one at most
     # 1 + tries + 2 · tries (the step back draws two segments a try); one more is drawn, held
     assert sampler.draws <= (1 + tries) + 10 * (1 + 3 * tries)
 
 
-def test_the_judge_sees_the_segment_before_as_warm_up_and_context():
-    seen = []
+def test_the_judge_sees_a_segment_with_the_one_before_and_the_one_given_out_before_that():
+    seen, given = [], []
 
-    def washes(warm_up, window):
-        seen.append((None if warm_up is None else warm_up.shape[-1], window.shape[-1]))
+    def washes(before, window):
+        seen.append((before, list(window)))
         return False
 
-    take(guarded_segments(CountingSampler(3), 6, washes, concat), 3)
-    assert seen[0] == (None, 6)  # the first segment alone
-    assert seen[1] == (None, 12)  # then with the held one before it
-    assert all(item == (6, 12) for item in seen[2:])  # then with the one given out before, to warm up
+    stream = guarded_segments(CountingSampler(3), 6, washes)
+    given += take(stream, 3)
+    assert seen[0][0] is None and len(seen[0][1]) == 1  # the first segment alone
+    assert seen[1][0] is None and seen[1][1][0] is given[0]  # then with the held one before it
+    for (before, window), (earlier, held) in zip(seen[2:], itertools.pairwise(given), strict=False):
+        assert before is earlier and window[0] is held  # the one given out before warms the decoder up
 
 
 def test_same_seed_same_segments():
-    def washes(warm_up, window):
-        return bool((window > 0.9).any())
+    def washes(before, window):
+        return bool((concat(window) > 0.9).any())
 
-    first = take(guarded_segments(CountingSampler(4), 8, washes, concat), 12)
-    again = take(guarded_segments(CountingSampler(4), 8, washes, concat), 12)
+    first = take(guarded_segments(CountingSampler(4), 8, washes), 12)
+    again = take(guarded_segments(CountingSampler(4), 8, washes), 12)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
 
 
@@ -104,8 +105,28 @@ def test_same_seed_same_segments():
 def test_bad_settings_are_refused(bad):
     settings = {"segment_tokens": 4, "tries": 2, **bad}
     with pytest.raises(ValueError, match=next(iter(bad))):
-        next(guarded_segments(CountingSampler(0), settings["segment_tokens"], lambda *_: False, concat,
+        next(guarded_segments(CountingSampler(0), settings["segment_tokens"], lambda *_: False,
                               tries=settings["tries"]))
+
+
+def test_the_audio_judge_renders_each_segment_once_after_a_warm_up(monkeypatch):
+    import audiogen.descriptors
+
+    rendered, judged = [], []
+    monkeypatch.setattr(audiogen.descriptors, "is_wash", lambda audio, rate: judged.append(audio.copy()) or False)
+
+    def render(latents):
+        rendered.append(latents.shape[-1])
+        return np.repeat(latents[0, 0], 10)  # 10 samples a frame
+
+    judge = AudioJudge(render, samples_per_frame=10, sample_rate=SR, concat=concat, warm_up_frames=3)
+    a, b, c = (np.full((1, 1, 8), value) for value in (0.1, 0.2, 0.3))
+    judge(None, [a])
+    judge(None, [a, b])  # a's audio is kept; b is rendered after a's last 3 frames
+    judge(a, [b, c])
+    assert rendered == [8, 11, 11]
+    assert [len(audio) for audio in judged] == [80, 160, 160]  # the window's audio, without the warm-up
+    np.testing.assert_allclose(judged[2], np.repeat([0.2] * 8 + [0.3] * 8, 10))
 
 
 def test_segments_are_three_seconds_of_whole_tokens():
