@@ -169,7 +169,10 @@ def test_markdown_shows_vocoder_and_generate_rows(bench):
     r |= bench.summarize("generate.30s.wall_s", [1.0, 0.9, 1.1])
     r |= bench.summarize("generate.torch.30s.wall_s", [3.0, 2.9, 3.1])
     r |= bench.summarize("generate.30s.torch_over_onnxruntime", [3.0, 2.8, 3.3])
+    r |= bench.summarize("generate.unguarded.30s.wall_s", [0.8, 0.7, 0.9])
+    r |= bench.summarize("generate.30s.guard_over_unguarded", [1.25, 1.2, 1.3])
     text = bench.render_markdown(r)
+    assert "30 s: 0.80 (0.70–0.90) s without it, 1.25 (1.20–1.30)× with it" in text
     assert "| default | 2.80 M | 100.0 (90.0–110.0) |" in text
     assert "| 30 s | onnxruntime | 1.00 (0.90–1.10) |" in text and "| 3.00 (2.80–3.30) |" in text
     assert "| 30 s | torch | 3.00 (2.90–3.10) |" in text
@@ -181,7 +184,8 @@ def test_generate_section_times_both_runtimes_in_one_run(bench, tiny, tmp_path):
     r = bench.bench_generate(settings, None, None, tmp_path)  # the bundled models, whose graphs ship
     assert r["meta.generate_runtime"] == "onnxruntime"
     for prefix in ("generate.1s.wall_s", "generate.torch.1s.wall_s", "generate.1s.cpu_per_wall",
-                   "generate.1s.torch_over_onnxruntime", "generate.load_s", "generate.torch.load_s",
+                   "generate.1s.torch_over_onnxruntime", "generate.unguarded.1s.wall_s",
+                   "generate.1s.guard_over_unguarded", "generate.load_s", "generate.torch.load_s",
                    "generate.first_audio_after_load_s", "generate.torch.stdout_first_audio_s"):
         assert r[f"{prefix}.min"] <= r[f"{prefix}.median"] <= r[f"{prefix}.max"], prefix
     ratio = r["generate.torch.1s.wall_s.median"] / r["generate.1s.wall_s.median"]

@@ -708,11 +708,11 @@ def bench_generate(
     def prefix(runtime: str) -> str:
         return "generate." if runtime == runtimes[0] else f"generate.{runtime}."
 
-    def command(seconds: float, runtime: str) -> list[str]:
-        target = work / f"generate-{seconds:g}s-{runtime}.wav"
+    def command(seconds: float, runtime: str, guard: bool = True) -> list[str]:
+        target = work / f"generate-{seconds:g}s-{runtime}{'' if guard else '-unguarded'}.wav"
         # --force: each run replaces the last one's file
         return [*generate_command(), "--seconds", f"{seconds:g}", "--seed", "0", "--quiet", "--force",
-                "--runtime", runtime, "--out", str(target), *options]
+                "--runtime", runtime, "--out", str(target), *options, *([] if guard else ["--no-wash-guard"])]
 
     # The first process of the session pays for a cold page cache (torch's libraries from disk).
     first_wall, _ = run_process(command(s.generate_lengths[0], "torch"), work)
@@ -720,12 +720,17 @@ def bench_generate(
     for seconds in s.generate_lengths:
         walls: dict[str, list[float]] = {r: [] for r in runtimes}
         peaks, cpus = {r: [] for r in runtimes}, {r: [] for r in runtimes}
+        unguarded: list[float] = []  # the picked runtime with --no-wash-guard: what the guard costs
         for _ in range(s.generate_runs):
             for runtime in runtimes:
                 usage, _ = run_launched(command(seconds, runtime), work)
                 walls[runtime].append(usage["wall_s"])
                 peaks[runtime].append(usage["peak_rss_mb"])
                 cpus[runtime].append(usage["cpu_s"] / usage["wall_s"])
+            unguarded.append(run_launched(command(seconds, runtimes[0], guard=False), work)[0]["wall_s"])
+        out |= summarize(f"generate.unguarded.{seconds:g}s.wall_s", unguarded)
+        out |= summarize(f"generate.{seconds:g}s.guard_over_unguarded",
+                         [g / u for g, u in zip(walls[runtimes[0]], unguarded, strict=True)])
         for runtime in runtimes:
             if not (work / f"generate-{seconds:g}s-{runtime}.wav").is_file():
                 raise RuntimeError(f"generate --seconds {seconds:g} --runtime {runtime} wrote no file")
@@ -1179,6 +1184,12 @@ def render_markdown(r: dict[str, Any]) -> str:
                     f"| {L:g} s | {runtime} | {_spread(r, f'{key}.wall_s', 2)} | {_spread(r, f'{key}.xrt')} | "
                     f"{_spread(r, f'{key}.cpu_per_wall', 2)} | {_spread(r, f'{key}.peak_rss_mb', 0)} | {ratio} |"
                 )
+        guard_costs = [f"{L:g} s: {_spread(r, f'generate.unguarded.{L:g}s.wall_s', 2)} s without it, "
+                       f"{_spread(r, f'generate.{L:g}s.guard_over_unguarded', 2)}× with it"
+                       for L in gen_lengths if f"generate.{L:g}s.guard_over_unguarded.median" in r]
+        if guard_costs:
+            lines += ["", f"The wash guard on {picked}, `--no-wash-guard` alternated with the runs above: "
+                      + "; ".join(guard_costs) + "."]
         lines += [
             "\nFirst process of the run (cold page cache): "
             f"{_get(r, 'generate.first_process_wall_s', '{:.2f}')} s; "
