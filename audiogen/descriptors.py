@@ -59,16 +59,25 @@ def _sounding(rms: np.ndarray) -> np.ndarray:
 def tonal_ratio_frames(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """Per frame (hop ``TONAL_HOP``): the tonal ratio (see the module docstring) and whether the
     frame sounds (louder than ``SILENT_DBFS`` and within ``WASH_LOUDNESS_RANGE_DB`` of the
-    clip's loudest frame in the band)."""
-    import librosa
-    from scipy.ndimage import median_filter
+    clip's loudest frame in the band).
+
+    In numpy alone (the wash guard runs it inside ``generate``, where librosa's first call would
+    cost seconds): the frames are librosa's ``stft`` and ``feature.rms`` framing (centred, zero
+    padded, a periodic Hann window; tests/test_descriptors.py checks it against librosa).
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
 
     audio = np.asarray(audio, dtype=np.float32)
-    spectrum = np.abs(librosa.stft(audio, n_fft=TONAL_FFT, hop_length=TONAL_HOP))
-    rms = librosa.feature.rms(y=audio, frame_length=TONAL_FFT, hop_length=TONAL_HOP)[0]
-    freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=TONAL_FFT)
-    power = spectrum[(freqs > TONAL_BAND_HZ[0]) & (freqs < TONAL_BAND_HZ[1])].astype(np.float64) ** 2
-    local = median_filter(power, size=(TONAL_MEDIAN_BINS, 1), mode="nearest")
+    frames = sliding_window_view(np.pad(audio, TONAL_FFT // 2), TONAL_FFT)[::TONAL_HOP]  # (T, n_fft)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(TONAL_FFT) / TONAL_FFT)).astype(np.float32)
+    freqs = np.fft.rfftfreq(TONAL_FFT, 1.0 / sample_rate)
+    band = (freqs > TONAL_BAND_HZ[0]) & (freqs < TONAL_BAND_HZ[1])
+    spectrum = np.abs(np.fft.rfft(frames * window, axis=1).astype(np.complex64)).T  # (bins, T)
+    power = spectrum[band].astype(np.float64) ** 2
+    half = TONAL_MEDIAN_BINS // 2  # the median of the surrounding (odd) bins, edges repeated
+    neighbours = sliding_window_view(np.pad(power, ((half, half), (0, 0)), mode="edge"), TONAL_MEDIAN_BINS, axis=0)
+    local = np.partition(neighbours, half, axis=-1)[..., half]
     peaks = power > local * 10 ** (TONAL_PEAK_DB / 10)
     total = power.sum(axis=0)
     level = 10 * np.log10(np.maximum(total, 1e-20))

@@ -81,3 +81,27 @@ def test_set_summaries_and_distances():
     assert compare_to_reference(a, a)["onsets_ratio"] == pytest.approx(1.0)
     assert jensen_shannon_distance([1, 0], [0, 1]) == pytest.approx(1.0)
     assert jensen_shannon_distance([1, 1], [1, 1]) == pytest.approx(0.0)
+
+
+def test_tonal_ratio_frames_are_librosas_stft_and_rms_framing():
+    # the numpy implementation (the wash guard runs it inside generate) against the same formula on
+    # librosa's stft, feature.rms and scipy's median filter, which it replaced
+    import librosa
+    from scipy.ndimage import median_filter
+
+    from audiogen.descriptors import TONAL_BAND_HZ, TONAL_FFT, TONAL_HOP, TONAL_MEDIAN_BINS, tonal_ratio_frames
+
+    audio = np.concatenate([plucked([220.0, 330.0, 440.0], 4.0, 6), wash(3.0), np.zeros(SR, np.float32)])[:-123]
+    ratio, sounding = tonal_ratio_frames(audio, SR)
+    power = np.abs(librosa.stft(audio, n_fft=TONAL_FFT, hop_length=TONAL_HOP)).astype(np.float64) ** 2
+    freqs = librosa.fft_frequencies(sr=SR, n_fft=TONAL_FFT)
+    power = power[(freqs > TONAL_BAND_HZ[0]) & (freqs < TONAL_BAND_HZ[1])]
+    peaks = power > median_filter(power, size=(TONAL_MEDIAN_BINS, 1), mode="nearest") * 10.0
+    expected = (power * peaks).sum(axis=0) / np.maximum(power.sum(axis=0), 1e-20)
+    np.testing.assert_allclose(ratio, expected, atol=1e-6)
+    rms = librosa.feature.rms(y=audio, frame_length=TONAL_FFT, hop_length=TONAL_HOP)[0]
+    level = 10 * np.log10(np.maximum(power.sum(axis=0), 1e-20))
+    np.testing.assert_array_equal(sounding, (20 * np.log10(np.maximum(rms, 1e-12)) > -60) & (level > level.max() - 50))
+    second = SR // TONAL_HOP  # frames a second
+    assert not sounding[-second + 3:].any()  # the silent end
+    assert ratio[second: 3 * second].min() > 0.5 > ratio[5 * second: 6 * second].max()  # notes, then the wash
