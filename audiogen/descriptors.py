@@ -73,16 +73,16 @@ def tonal_ratio_frames(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray,
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(TONAL_FFT) / TONAL_FFT)).astype(np.float32)
     freqs = np.fft.rfftfreq(TONAL_FFT, 1.0 / sample_rate)
     band = (freqs > TONAL_BAND_HZ[0]) & (freqs < TONAL_BAND_HZ[1])
-    spectrum = np.abs(np.fft.rfft(frames * window, axis=1).astype(np.complex64)).T  # (bins, T)
-    power = spectrum[band].astype(np.float64) ** 2
+    spectrum = np.abs(np.fft.rfft(frames * window, axis=1).astype(np.complex64))  # (T, bins): frames outermost,
+    power = spectrum[:, band].astype(np.float64) ** 2  # so each frame's neighbourhoods lie together in memory
     half = TONAL_MEDIAN_BINS // 2  # the median of the surrounding (odd) bins, edges repeated
-    neighbours = sliding_window_view(np.pad(power, ((half, half), (0, 0)), mode="edge"), TONAL_MEDIAN_BINS, axis=0)
+    neighbours = sliding_window_view(np.pad(power, ((0, 0), (half, half)), mode="edge"), TONAL_MEDIAN_BINS, axis=1)
     local = np.partition(neighbours, half, axis=-1)[..., half]
     peaks = power > local * 10 ** (TONAL_PEAK_DB / 10)
-    total = power.sum(axis=0)
+    total = power.sum(axis=1)
     level = 10 * np.log10(np.maximum(total, 1e-20))
     sounding = _sounding(rms[: len(level)]) & (level > level.max(initial=-200.0) - WASH_LOUDNESS_RANGE_DB)
-    return (power * peaks).sum(axis=0) / np.maximum(total, 1e-20), sounding
+    return (power * peaks).sum(axis=1) / np.maximum(total, 1e-20), sounding
 
 
 def _window_median(ratio: np.ndarray, sounding: np.ndarray) -> float | None:

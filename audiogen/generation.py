@@ -219,7 +219,9 @@ class Generator:
             judge = AudioJudge(self._render_now, self.vae.time_ratio * self.hop_length, self.sample_rate,
                                lambda parts: torch.cat(parts, dim=-1))
             tokens = segment_tokens(self.frontend.config.frame_rate / self.vae.time_ratio, self.prior.frames_per_token)
-            sampled = guarded_segments(self.prior.sampler(temperature, generator, context=prefix), tokens, judge)
+            after_prefix = None if frames is None else max(1, frames - (0 if prefix is None else prefix.shape[-1]))
+            sampled = guarded_segments(self.prior.sampler(temperature, generator, context=prefix), tokens, judge,
+                                       frames=after_prefix)
         else:
             sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
         if prefix is not None:

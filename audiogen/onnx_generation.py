@@ -501,7 +501,7 @@ class OnnxGenerator:
 
             judge = AudioJudge(self._render_now, self.time_ratio * self.hop_length, self.sample_rate, concat_time)
             tokens = segment_tokens(self.frame_rate / self.time_ratio, self.prior.facts.frames_per_token)
-            sampled = guarded_segments(self.prior.sampler(temperature, seed), tokens, judge)
+            sampled = guarded_segments(self.prior.sampler(temperature, seed), tokens, judge, frames=frames)
         else:
             chunk = latent_chunk_frames(frames, self.frame_rate / self.time_ratio, chunk_seconds)
             sampled = self.prior.sample_stream(chunk, temperature, seed)

@@ -57,9 +57,10 @@ class _Segment:
 
 
 def guarded_segments(sampler: RewindableSampler, segment_tokens: int, window_washes: WindowJudge,
-                     tries: int = DEFAULT_TRIES) -> Iterator[Any]:
-    """Latent segments (1, D, segment_tokens · frames_per_token) forever, each one segment behind
-    what the sampler has drawn (see the module docstring).
+                     tries: int = DEFAULT_TRIES, frames: int | None = None) -> Iterator[Any]:
+    """Latent segments (1, D, segment_tokens · frames_per_token), each one segment behind what the
+    sampler has drawn (see the module docstring): forever, or until they hold ``frames`` latent
+    frames (the last one is then given out as soon as it is judged, not drawn past the clip's end).
 
     Args:
         tries: redraws of a washing segment before the segment before it is drawn again too.
@@ -70,6 +71,7 @@ def guarded_segments(sampler: RewindableSampler, segment_tokens: int, window_was
         raise ValueError(f"tries must be >= 0, got {tries}")
     held: _Segment | None = None  # drawn and judged, not yet given out: the guard may draw it again
     given: Any = None  # the last segment given out
+    given_frames = 0
 
     def washes(new: _Segment) -> bool:
         return window_washes(given, [new.frames] if held is None else [held.frames, new.frames])
@@ -90,9 +92,12 @@ def guarded_segments(sampler: RewindableSampler, segment_tokens: int, window_was
                 if not washes(new):
                     break
         if held is not None:
-            given = held.frames
+            given, given_frames = held.frames, given_frames + held.frames.shape[-1]
             yield held.frames
         held = new
+        if frames is not None and given_frames + held.frames.shape[-1] >= frames:
+            yield held.frames
+            return
 
 
 class AudioJudge:

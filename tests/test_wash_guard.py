@@ -92,6 +92,13 @@ def test_the_judge_sees_a_segment_with_the_one_before_and_the_one_given_out_befo
         assert before is earlier and window[0] is held  # the one given out before warms the decoder up
 
 
+def test_a_clip_of_known_length_is_not_drawn_past_its_end():
+    sampler = CountingSampler(5)
+    segments = list(guarded_segments(sampler, 4, lambda before, window: False, frames=10))
+    assert [s.shape[-1] for s in segments] == [4, 4, 4]  # enough for 10 frames, and the stream ends
+    assert sampler.draws == 3
+
+
 def test_same_seed_same_segments():
     def washes(before, window):
         return bool((concat(window) > 0.9).any())
