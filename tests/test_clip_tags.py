@@ -54,6 +54,16 @@ def test_remake_command_names_what_differs_from_the_defaults():
     assert like[like.index("--like") + 1] == "my take.wav"
 
 
+def test_remake_command_turns_the_wash_guard_off_where_the_clip_was_made_without_it():
+    assert "--no-wash-guard" not in remake_command(_tags())  # made with it: the default
+    unguarded = clip_tags(version="0.2.0", seed=1, temperature=1.0, seconds=5, model="bundled", model_sha="a",
+                          vocoder="bundled", vocoder_sha="b", wash_guard=False)
+    assert unguarded["wash_guard"] is False and "--no-wash-guard" in remake_command(unguarded)
+    before_the_guard = {key: value for key, value in _tags(audiogen="0.1.0").items() if key != "wash_guard"}
+    assert "--no-wash-guard" in remake_command(before_the_guard)  # 0.1.0 had no guard and no tag for it
+    assert "--no-wash-guard" not in remake_command(_tags(audiogen="0.2.0.dev1"))
+
+
 def test_model_hash_follows_the_weights_not_the_folder(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

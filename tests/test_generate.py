@@ -93,6 +93,17 @@ def test_same_seed_same_bytes_exact_length_and_level(models, capsys, tmp_path):
     assert abs(np.abs(audio).max() - TARGET_PEAK) < 1e-3  # -1 dBFS peak, no clipping
 
 
+def test_no_wash_guard_is_tagged_and_made_again(models, capsys, tmp_path):
+    from audiogen.clip_tags import read_tags, remake_command
+
+    for name, extra in (("guarded.wav", []), ("unguarded.wav", ["--no-wash-guard"])):
+        code, err = generate(models, capsys, "--seconds", "1", "--seed", "4", "--out", str(tmp_path / name), *extra)
+        assert code == 0, err
+    assert "wash_guard" not in read_tags(tmp_path / "guarded.wav")
+    tags = read_tags(tmp_path / "unguarded.wav")
+    assert tags["wash_guard"] is False and "--no-wash-guard" in remake_command(tags)
+
+
 def test_without_seed_a_fresh_one_is_printed_and_reproduces_the_clip(models, capsys, tmp_path):
     code, err = generate(models, capsys, "--seconds", "1", "--out", str(tmp_path / "fresh.wav"))
     assert code == 0
