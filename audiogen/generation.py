@@ -214,14 +214,14 @@ class Generator:
         chunk = latent_chunk_frames(frames, self.frontend.config.frame_rate / self.vae.time_ratio, chunk_seconds)
         generator = torch.Generator().manual_seed(seed)
         if self.wash_guard and hasattr(self.prior, "sampler"):
-            from audiogen.wash_guard import AudioJudge, guarded_segments, segment_tokens
+            from audiogen.wash_guard import guarded_latents
 
-            judge = AudioJudge(self._render_now, self.vae.time_ratio * self.hop_length, self.sample_rate,
-                               lambda parts: torch.cat(parts, dim=-1))
-            tokens = segment_tokens(self.frontend.config.frame_rate / self.vae.time_ratio, self.prior.frames_per_token)
             after_prefix = None if frames is None else max(1, frames - (0 if prefix is None else prefix.shape[-1]))
-            sampled = guarded_segments(self.prior.sampler(temperature, generator, context=prefix), tokens, judge,
-                                       frames=after_prefix)
+            sampled = guarded_latents(
+                self.prior.sampler(temperature, generator, context=prefix), self._render_now,
+                latent_rate=self.frontend.config.frame_rate / self.vae.time_ratio,
+                frames_per_token=self.prior.frames_per_token, samples_per_frame=self.vae.time_ratio * self.hop_length,
+                sample_rate=self.sample_rate, concat=lambda parts: torch.cat(parts, dim=-1), frames=after_prefix)
         else:
             sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
         if prefix is not None:

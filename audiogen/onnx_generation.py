@@ -497,11 +497,12 @@ class OnnxGenerator:
         """The latent chunks (1, D, l) of a clip of ``samples`` samples (None: endless), as the prior draws them."""
         frames = None if samples is None else self.latent_frames(samples)
         if self.wash_guard and isinstance(self.prior, OnnxTokenPrior):
-            from audiogen.wash_guard import AudioJudge, guarded_segments, segment_tokens
+            from audiogen.wash_guard import guarded_latents
 
-            judge = AudioJudge(self._render_now, self.time_ratio * self.hop_length, self.sample_rate, concat_time)
-            tokens = segment_tokens(self.frame_rate / self.time_ratio, self.prior.facts.frames_per_token)
-            sampled = guarded_segments(self.prior.sampler(temperature, seed), tokens, judge, frames=frames)
+            sampled = guarded_latents(
+                self.prior.sampler(temperature, seed), self._render_now, latent_rate=self.frame_rate / self.time_ratio,
+                frames_per_token=self.prior.facts.frames_per_token, samples_per_frame=self.time_ratio * self.hop_length,
+                sample_rate=self.sample_rate, concat=concat_time, frames=frames)
         else:
             chunk = latent_chunk_frames(frames, self.frame_rate / self.time_ratio, chunk_seconds)
             sampled = self.prior.sample_stream(chunk, temperature, seed)

@@ -135,6 +135,15 @@ class AudioJudge:
         return audio
 
 
+def guarded_latents(sampler: RewindableSampler, render: Callable[[Any], Any], *, latent_rate: float,
+                    frames_per_token: int, samples_per_frame: int, sample_rate: int,
+                    concat: Callable[[list[Any]], Any], frames: int | None = None) -> Iterator[Any]:
+    """The guard as a runtime's generator uses it: :func:`guarded_segments` of ``SEGMENT_SECONDS``
+    (``latent_rate`` latent frames a second) judged by an :class:`AudioJudge` on ``render``."""
+    judge = AudioJudge(render, samples_per_frame, sample_rate, concat)
+    return guarded_segments(sampler, segment_tokens(latent_rate, frames_per_token), judge, frames=frames)
+
+
 def segment_tokens(latent_rate: float, frames_per_token: int) -> int:
     """Tokens of one guard segment: ``SEGMENT_SECONDS`` of latents (latent frames a second), at least one."""
     return max(1, round(SEGMENT_SECONDS * latent_rate / frames_per_token))
