@@ -50,7 +50,8 @@ class Generator:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, vocoder_dir: str | Path | None = None,
-                        device: str = "cpu", threads: int | None = None, wash_guard: bool = True) -> Generator:
+                        device: str = "cpu", threads: int | None = None, wash_guard: bool = True,
+                        surprise_band: bool = True) -> Generator:
         """Load exported model folders; nothing is downloaded.
 
         Args:
@@ -62,6 +63,9 @@ class Generator:
             threads: torch's CPU threads (process-wide); None leaves torch's setting alone.
             wash_guard: draw again a stretch whose audio turns into a broadband wash
                 (:mod:`audiogen.wash_guard`), as ``generate`` does; False keeps what the prior draws.
+            surprise_band: where the model folder carries a surprise band (the bundled one does),
+                let the temperature follow the prior's surprise at what it drew, within that band
+                (:mod:`audiogen.surprise_band`), as ``generate`` does; False: a fixed temperature.
 
         Raises:
             ValueError: a bad device or thread count; a missing or incomplete folder
@@ -77,6 +81,8 @@ class Generator:
         with_prior = (spec_dir / "prior.safetensors").exists() or not spec_dir.is_dir()
         pipeline = load_generator(model_dir, vocoder_dir, device=chosen, with_prior=with_prior)
         pipeline.wash_guard = bool(wash_guard)
+        if not surprise_band:
+            pipeline.surprise_band = None
         return cls(pipeline)
 
     @property

@@ -37,12 +37,13 @@ def model_hash(folder: str | Path) -> str:
 
 def clip_tags(*, version: str, seed: int, temperature: float, seconds: float, model: str, model_sha: str,
               vocoder: str, vocoder_sha: str, like: str | None = None, variation: float | None = None,
-              wash_guard: bool = True) -> dict:
+              wash_guard: bool = True, surprise_band: bool = True) -> dict:
     """The provenance of one generated clip, as a flat JSON-ready dict.
 
     ``model`` and ``vocoder`` are the folders as the user named them (``"bundled"`` for the shipped
-    ones); the hashes say which weights those were at the time. ``wash_guard`` is written only when
-    it was off (:func:`wash_guard_of` reads it).
+    ones); the hashes say which weights those were at the time. ``wash_guard`` and
+    ``surprise_band`` are written only when they were off (:func:`wash_guard_of`,
+    :func:`surprise_band_of` read them).
     """
     tags: dict[str, Any] = {"schema": TAG_SCHEMA, "audiogen": version, "seed": seed, "temperature": temperature,
                             "seconds": seconds, "model": model, "model_sha256": model_sha,
@@ -51,6 +52,8 @@ def clip_tags(*, version: str, seed: int, temperature: float, seconds: float, mo
         tags.update(like=like, variation=variation)
     if not wash_guard:
         tags["wash_guard"] = False
+    if not surprise_band:
+        tags["surprise_band"] = False
     return tags
 
 
@@ -65,22 +68,35 @@ def remake_command(tags: dict) -> str:
         words += ["--like", tags["like"], "--variation", f"{tags['variation']:g}"]
     if not wash_guard_of(tags):
         words.append("--no-wash-guard")
+    if not surprise_band_of(tags):
+        words.append("--no-surprise-band")
     return shlex.join(words + ["--out", "clip.wav"])
 
 
 WASH_GUARD_SINCE = (0, 2)  # the audiogen version whose generate first drew washes again
+SURPRISE_BAND_SINCE = (0, 3)  # the first whose generate kept the prior's surprise in its band
 
 
 def wash_guard_of(tags: dict) -> bool:
     """Whether the clip was made with the wash guard: the tag says so when it was off, and clips
     of versions before the guard lack the tag and were made without it."""
-    if "wash_guard" in tags:
-        return bool(tags["wash_guard"])
+    return _setting_of(tags, "wash_guard", WASH_GUARD_SINCE)
+
+
+def surprise_band_of(tags: dict) -> bool:
+    """Whether the clip was made with the model's surprise band (where it has one), read as
+    :func:`wash_guard_of` reads the guard."""
+    return _setting_of(tags, "surprise_band", SURPRISE_BAND_SINCE)
+
+
+def _setting_of(tags: dict, name: str, since: tuple[int, int]) -> bool:
+    if name in tags:
+        return bool(tags[name])
     try:
         version = tuple(int(part) for part in str(tags.get("audiogen", "")).split(".")[:2])
     except ValueError:  # a development or foreign version string: assume the present behaviour
         return True
-    return version >= WASH_GUARD_SINCE
+    return version >= since
 
 
 def apply_tags(sound_file: Any, tags: dict) -> None:

@@ -256,12 +256,12 @@ class FlowPrior(TransformerPrior):
                              device=self._device())
         return self.head.time(_time_features(times))
 
-    def _token_sampler(self, temperature, generator):
+    def _token_sampler(self, generator):
         times = self._step_times()
 
-        def next_token(state: TrunkState) -> tuple[torch.Tensor, torch.Tensor]:
+        def next_token(state: TrunkState, temperature: float) -> tuple[torch.Tensor, torch.Tensor, None]:
             noise = torch.randn(self.token_dim, generator=generator)  # P normal numbers a token
             token = self.draw(state.summary, noise, temperature, times)
-            return token, self.to_frames(token[:, None])
+            return token, self.to_frames(token[:, None]), None  # a flow gives no surprise
 
         return next_token

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from audiogen.frontend import FrontendConfig, MelFrontend
+    from audiogen.surprise_band import SurpriseBand
 
 # Output level of a generated clip: -1 dBFS peak leaves headroom for 16-bit rounding and
 # for players that add inter-sample overs.
@@ -183,6 +184,8 @@ class Generator:
     vae_sha256: str = ""  # names the VAE whose latents these are (audiogen encode/decode check it)
     pipelined: bool = False  # run the prior, VAE decoder and vocoder on threads of their own (see audio())
     wash_guard: bool = False  # draw again what washes (audiogen.wash_guard; transformer priors only)
+    # the token prior's temperature follows its surprise (audiogen.surprise_band; None: fixed)
+    surprise_band: SurpriseBand | None = None
     runtime = "torch"  # what runs the networks (audiogen.onnx_generation.OnnxGenerator: "onnxruntime")
 
     @property
@@ -213,17 +216,18 @@ class Generator:
         frames = None if samples is None else self.latent_frames(samples)
         chunk = latent_chunk_frames(frames, self.frontend.config.frame_rate / self.vae.time_ratio, chunk_seconds)
         generator = torch.Generator().manual_seed(seed)
+        band = {"band": self.surprise_band} if hasattr(self.prior, "sampler") else {}
         if self.wash_guard and hasattr(self.prior, "sampler"):
             from audiogen.wash_guard import guarded_latents
 
             after_prefix = None if frames is None else max(1, frames - (0 if prefix is None else prefix.shape[-1]))
             sampled = guarded_latents(
-                self.prior.sampler(temperature, generator, context=prefix), self._render_now,
+                self.prior.sampler(temperature, generator, context=prefix, **band), self._render_now,
                 latent_rate=self.frontend.config.frame_rate / self.vae.time_ratio,
                 frames_per_token=self.prior.frames_per_token, samples_per_frame=self.vae.time_ratio * self.hop_length,
                 sample_rate=self.sample_rate, concat=lambda parts: torch.cat(parts, dim=-1), frames=after_prefix)
         else:
-            sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix)
+            sampled = self.prior.sample_stream(chunk, temperature, generator, context=prefix, **band)
         if prefix is not None:
             sampled = itertools.chain(torch.split(prefix, chunk, dim=-1), sampled)
         return sampled if frames is None else take_frames(sampled, frames)
@@ -445,6 +449,7 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
 
     from audiogen.checkpoint import CheckpointError
     from audiogen.frontend import MelFrontend
+    from audiogen.surprise_band import read_band
 
     model_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
     vocoder_dir = Path(vocoder_dir) if vocoder_dir is not None else pretrained_dir("vocoder")
@@ -457,7 +462,8 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
     prior = load_prior(model_dir, vae.latent_dim, device=device) if with_prior else None
     vocoder = load_vocoder(vocoder_dir, frontend.config, device=device)
     vae_sha256 = hashlib.sha256((model_dir / "vae.safetensors").read_bytes()).hexdigest()
-    return Generator(frontend, vae, prior, vocoder, device, vae_sha256)
+    band = read_band(model_dir) if with_prior else None
+    return Generator(frontend, vae, prior, vocoder, device, vae_sha256, surprise_band=band)
 
 
 def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, sample_rate: int,

@@ -505,6 +505,7 @@ def export_onnx(
     from audiogen.checkpoint import CheckpointError, publish_folder, read_model_dir
     from audiogen.generation import load_prior, load_vae, load_vocoder, pretrained_dir
     from audiogen.onnx_generation import SourceIdentity
+    from audiogen.surprise_band import read_band
 
     model_name = "bundled" if model_dir is None else str(model_dir)
     vocoder_name = "bundled" if vocoder_dir is None else str(vocoder_dir)
@@ -523,6 +524,7 @@ def export_onnx(
             raise CheckpointError(f"{path}: {what} folder not found")
     vae, _ = load_vae(model_dir)
     vocoder = load_vocoder(vocoder_dir, vae.frontend_config)
+    band = read_band(model_dir)
     spec_config, _ = read_model_dir(model_dir, [])
     vocoder_config, _ = read_model_dir(vocoder_dir, [])
     graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae), vae_encoder_graph(vae)]
@@ -562,6 +564,8 @@ def export_onnx(
             "graphs": {g.spec.name: {**g.spec.to_dict(), **g.extra, "sha256": _sha256(tmp / g.spec.file)}
                        for g in graphs},
             "not_exported": not_exported,
+            # the token prior's sampler keeps its surprise in this band (audiogen.surprise_band)
+            "surprise_band": band.to_dict() if band is not None else None,
             "sources": {  # dir: as named ("bundled": the models shipped with audiogen)
                 "model": {"dir": model_name, **dataclasses.asdict(SourceIdentity.of(model_dir)),
                           "vae_sha256": _sha256(model_dir / "vae.safetensors")},

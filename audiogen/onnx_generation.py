@@ -51,6 +51,7 @@ from audiogen.generation import (
     vocoder_chunk_frames,
 )
 from audiogen.overlap import CrossfadeChunker, decode_with_overlap, raised_cosine_fade_in
+from audiogen.surprise_band import SurpriseBand, SurpriseController, code_surprise
 
 MANIFEST_VERSION = 1  # of the manifest.json audiogen.onnx_export writes
 DECODING_GRAPHS = ("vae_decoder", "vocoder")
@@ -84,29 +85,36 @@ def cached_graphs_dir(model_sha: str, vocoder_sha: str) -> Path:
 
 @dataclass(frozen=True)
 class SourceIdentity:
-    """What graphs must have been exported from to stand for a model folder: its weights and its
+    """What graphs must have been exported from to stand for a model folder: its weights, its
     config.yaml (a folder whose config.yaml is broken or changed is not the one exported, and
-    PyTorch, which reads it, says so)."""
+    PyTorch, which reads it, says so) and its surprise band (the manifest carries it)."""
 
     weights_sha: str  # audiogen.clip_tags.model_hash of the folder
     config_sha256: str
+    band_sha256: str = "none"  # of surprise_band.json (audiogen.surprise_band), "none" without one
 
     @classmethod
     def of(cls, folder: str | Path, weights_sha: str | None = None) -> SourceIdentity:
         """The identity of a model folder (``weights_sha``: its model_hash, when the caller has it)."""
-        import hashlib
-
         from audiogen.clip_tags import model_hash
+        from audiogen.surprise_band import BAND_FILE
 
-        try:
-            config = hashlib.sha256((Path(folder) / "config.yaml").read_bytes()).hexdigest()
-        except OSError:
-            config = "none"
-        return cls(weights_sha or model_hash(folder), config)
+        return cls(weights_sha or model_hash(folder), _file_sha256(Path(folder) / "config.yaml"),
+                   _file_sha256(Path(folder) / BAND_FILE))
 
     def is_source(self, source: dict[str, Any]) -> bool:
         """Whether a manifest's ``sources`` entry names this folder."""
-        return source.get("weights_sha") == self.weights_sha and source.get("config_sha256") == self.config_sha256
+        return (source.get("weights_sha") == self.weights_sha and source.get("config_sha256") == self.config_sha256
+                and source.get("band_sha256", "none") == self.band_sha256)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "none"
 
 
 def token_graphs(codes_per_token: int) -> tuple[str, ...]:
@@ -349,15 +357,17 @@ class OnnxTokenPrior:
     def __init__(self, trunk: Any, depth: list[Any], facts: TokenFacts):
         self.trunk, self.depth, self.facts = trunk, depth, facts
 
-    def sampler(self, temperature: float, seed: int) -> OnnxTokenSampler:
-        """A sampler from the start of a piece that can go back to a checkpoint (:mod:`audiogen.wash_guard`)."""
-        return OnnxTokenSampler(self, temperature, TorchRandom(seed))
+    def sampler(self, temperature: float, seed: int, band: SurpriseBand | None = None) -> OnnxTokenSampler:
+        """A sampler from the start of a piece that can go back to a checkpoint (:mod:`audiogen.wash_guard`);
+        with a ``band``, its temperature follows its surprise (:mod:`audiogen.surprise_band`)."""
+        return OnnxTokenSampler(self, temperature, TorchRandom(seed), band)
 
-    def sample_stream(self, chunk_frames: int, temperature: float, seed: int) -> Iterator[np.ndarray]:
+    def sample_stream(self, chunk_frames: int, temperature: float, seed: int,
+                      band: SurpriseBand | None = None) -> Iterator[np.ndarray]:
         """Latent chunks (1, D, chunk_frames) forever, from the start of a piece."""
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        sampler = self.sampler(temperature, seed)
+        sampler = self.sampler(temperature, seed, band)
         pending = [np.zeros((1, self.facts.latent_dim, 0), dtype=np.float32)]
         while True:
             have = sum(piece.shape[-1] for piece in pending)
@@ -409,10 +419,14 @@ class _TokenState:
 
 class OnnxTokenSampler:
     """:class:`audiogen.transformer.TrunkSampler` on the graphs: :meth:`draw` tokens, go back to a
-    :meth:`checkpoint` (the rings are written in place, so a checkpoint copies them: 0.4 MB)."""
+    :meth:`checkpoint` (the rings are written in place, so a checkpoint copies them: 0.4 MB). With a
+    ``band``, a :class:`audiogen.surprise_band.SurpriseController` sets each token's temperature, as
+    on PyTorch."""
 
-    def __init__(self, prior: OnnxTokenPrior, temperature: float, random: TorchRandom):
+    def __init__(self, prior: OnnxTokenPrior, temperature: float, random: TorchRandom,
+                 band: SurpriseBand | None = None):
         self.prior, self.temperature, self.random = prior, temperature, random
+        self.controller = SurpriseController(band, temperature) if band is not None else None
         feed = {"codes": np.zeros((1, prior.facts.codes_per_token), dtype=np.int64), **prior._empty_caches()}
         summary, logits, _ = prior._step(feed, 0)  # TokenPrior.begin(None)
         self.state = _TokenState(feed, 1, summary, logits)
@@ -422,22 +436,29 @@ class OnnxTokenSampler:
         prior, state, frames = self.prior, self.state, []
         codes = state.feed["codes"]
         for _ in range(tokens):
-            summary, logits = state.summary, state.logits
+            summary, logits, surprise = state.summary, state.logits, 0.0
+            temperature = self.temperature if self.controller is None else self.controller.temperature
             for slot in range(prior.facts.codes_per_token):
-                codes[0, slot] = pick_code(logits[0], float(self.random.rand(1)[0]), self.temperature,
-                                           prior.facts.top_k)
+                code = pick_code(logits[0], float(self.random.rand(1)[0]), temperature, prior.facts.top_k)
+                codes[0, slot] = code
+                if self.controller is not None:
+                    surprise += code_surprise(logits[0], code)
                 if slot < len(prior.depth):
                     summary, logits = prior.depth[slot].run(None, {"h": summary, "code": codes[:, slot]})
+            if self.controller is not None:
+                self.controller.observe(surprise)
             state.summary, state.logits, token_frames = prior._step(state.feed, state.position)
             state.position += 1
             frames.append(token_frames)
         return np.concatenate(frames, axis=-1)
 
-    def checkpoint(self) -> _TokenState:
-        return self.state.copy()
+    def checkpoint(self) -> tuple[_TokenState, SurpriseController | None]:
+        return self.state.copy(), None if self.controller is None else self.controller.copy()
 
-    def restore(self, checkpoint: _TokenState) -> None:
-        self.state = checkpoint.copy()
+    def restore(self, checkpoint: tuple[_TokenState, SurpriseController | None]) -> None:
+        state, controller = checkpoint
+        self.state = state.copy()
+        self.controller = None if controller is None else controller.copy()
 
 
 def concat_time(pieces: list[np.ndarray]) -> np.ndarray:
@@ -483,6 +504,7 @@ class OnnxGenerator:
     graphs: Path
     pipelined: bool = False  # the prior and the VAE decoder on threads of their own (see audio())
     wash_guard: bool = False  # draw again what washes (audiogen.wash_guard; token priors only)
+    surprise_band: SurpriseBand | None = None  # the token prior's temperature follows its surprise
     runtime = "onnxruntime"
 
     @property
@@ -496,16 +518,18 @@ class OnnxGenerator:
                 chunk_seconds: float = 8.0) -> Iterator[np.ndarray]:
         """The latent chunks (1, D, l) of a clip of ``samples`` samples (None: endless), as the prior draws them."""
         frames = None if samples is None else self.latent_frames(samples)
+        band = {"band": self.surprise_band} if isinstance(self.prior, OnnxTokenPrior) else {}
         if self.wash_guard and isinstance(self.prior, OnnxTokenPrior):
             from audiogen.wash_guard import guarded_latents
 
             sampled = guarded_latents(
-                self.prior.sampler(temperature, seed), self._render_now, latent_rate=self.frame_rate / self.time_ratio,
-                frames_per_token=self.prior.facts.frames_per_token, samples_per_frame=self.time_ratio * self.hop_length,
-                sample_rate=self.sample_rate, concat=concat_time, frames=frames)
+                self.prior.sampler(temperature, seed, **band), self._render_now,
+                latent_rate=self.frame_rate / self.time_ratio, frames_per_token=self.prior.facts.frames_per_token,
+                samples_per_frame=self.time_ratio * self.hop_length, sample_rate=self.sample_rate,
+                concat=concat_time, frames=frames)
         else:
             chunk = latent_chunk_frames(frames, self.frame_rate / self.time_ratio, chunk_seconds)
-            sampled = self.prior.sample_stream(chunk, temperature, seed)
+            sampled = self.prior.sample_stream(chunk, temperature, seed, **band)
         return sampled if frames is None else take_frames(sampled, frames)
 
     def _render_now(self, latents: np.ndarray) -> np.ndarray:
@@ -591,6 +615,7 @@ def load_onnx_generator(graphs: str | Path, threads: int = 1) -> OnnxGenerator:
     facts = manifest["graphs"]
     decoder, vocoder = facts["vae_decoder"], facts["vocoder"]
     frontend = manifest["frontend"]
+    band = manifest.get("surprise_band")
     return OnnxGenerator(
         prior=onnx_prior(graphs, facts),
         decoder=ort_session(graphs / decoder["file"], threads),
@@ -598,5 +623,6 @@ def load_onnx_generator(graphs: str | Path, threads: int = 1) -> OnnxGenerator:
         sample_rate=frontend["sample_rate"], hop_length=frontend["hop_length"],
         time_ratio=decoder["time_ratio"], decoder_context=decoder["context_latent_frames"],
         vocoder_chunk=vocoder["chunk_frames"], vocoder_overlap=vocoder["overlap_frames"], graphs=graphs,
+        surprise_band=SurpriseBand.from_dict(band, str(graphs / "manifest.json")) if band else None,
     )  # fmt: skip
 

@@ -38,10 +38,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiogen.surprise_band import code_surprise
 from audiogen.transformer import TransformerBlock, TransformerPrior, TrunkState, targets_of
 
 
@@ -299,6 +301,23 @@ class TokenPrior(TransformerPrior):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.loss(z)
 
+    @torch.inference_mode()
+    def surprises(self, z: torch.Tensor) -> np.ndarray:
+        """The surprise (nats: ``-log p`` of its codes at temperature 1, summed) of each token (N,)
+        of latents z (1, D, L) read as a sampler reads what it draws: from the start of a piece,
+        each token after the sliding context of the ones before it (:meth:`begin`, :meth:`advance`).
+
+        What :mod:`audiogen.surprise_band` measures a band of real music with."""
+        if z.dim() != 3 or z.shape[:2] != (1, self.latent_dim):
+            raise ValueError(f"expected latents (1, {self.latent_dim}, L), got {tuple(z.shape)}")
+        codes = self.to_codes(z.to(self._device(), torch.float32))[0]  # (N, J)
+        state, out = self.begin(), []
+        for token in codes:
+            logits = self._depth_logits(state.summary, token[None])[0]  # (J, K)
+            out.append(-torch.log_softmax(logits.double(), -1).gather(-1, token[:, None]).sum())
+            self.advance(state, token[None])
+        return torch.stack(out).cpu().numpy() if out else np.zeros(0)
+
     # -- sampling
 
     def _embed_context(self, frames: torch.Tensor) -> torch.Tensor:
@@ -310,21 +329,24 @@ class TokenPrior(TransformerPrior):
         return self._advance_embedded(state, self._embed_codes(codes.reshape(1, 1, -1).to(self._device())))
 
     @torch.inference_mode()
-    def draw(self, summary: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    def draw(self, summary: torch.Tensor, temperature: float, generator: torch.Generator | None
+             ) -> tuple[torch.Tensor, float]:
         """One token's codes (1, J), slot by slot, each from one uniform of ``generator`` (see
-        :func:`pick_code`)."""
-        h, codes = summary, []
+        :func:`pick_code`), and their surprise: ``-log p`` of the codes at temperature 1, in nats
+        (:func:`audiogen.surprise_band.code_surprise`)."""
+        h, codes, surprise = summary, [], 0.0
         for j in range(self.codes_per_token):
             logits = self.depth_out[j](self.depth_norms[j](h))[0].float().cpu()
             code = pick_code(logits, float(torch.rand((), generator=generator)), temperature, self.top_k)
+            surprise += code_surprise(logits.numpy(), code)
             codes.append(code)
             if j + 1 < self.codes_per_token:
                 h = h + self.depth_mlp[j](self.depth_norms[j](h) + self.depth_embed[j][int(code)])
-        return torch.tensor([codes], device=summary.device)
+        return torch.tensor([codes], device=summary.device), surprise
 
-    def _token_sampler(self, temperature, generator):
-        def next_token(state: TrunkState) -> tuple[torch.Tensor, torch.Tensor]:
-            codes = self.draw(state.summary, temperature, generator)  # one uniform a code
-            return codes, self.to_frames(codes[:, None])
+    def _token_sampler(self, generator):
+        def next_token(state: TrunkState, temperature: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+            codes, surprise = self.draw(state.summary, temperature, generator)  # one uniform a code
+            return codes, self.to_frames(codes[:, None]), surprise
 
         return next_token

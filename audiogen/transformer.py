@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiogen.priors import StreamingPrior, one_thread
+from audiogen.surprise_band import SurpriseBand, SurpriseController
 
 
 def rotary(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,17 +171,19 @@ class TransformerPrior(StreamingPrior):
             x = block._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
         return TrunkState(caches=caches, position=x.shape[1], summary=self.norm(x)[:, -1])
 
-    def _token_sampler(self, temperature: float, generator: torch.Generator | None
-                       ) -> Callable[[TrunkState], tuple[torch.Tensor, torch.Tensor]]:
-        """A function from a sampler's state to the next token, as :meth:`advance` takes it, and
-        its latent frames (1, D, frames_per_token); it takes its random numbers from ``generator``."""
+    def _token_sampler(self, generator: torch.Generator | None
+                       ) -> Callable[[TrunkState, float], tuple[torch.Tensor, torch.Tensor, float | None]]:
+        """A function from a sampler's state and a temperature to the next token, as :meth:`advance`
+        takes it, its latent frames (1, D, frames_per_token) and its surprise in nats (None where
+        the prior has no likelihood of a token); it takes its random numbers from ``generator``."""
         raise NotImplementedError
 
     def sampler(self, temperature: float = 1.0, generator: torch.Generator | None = None,
-                context: torch.Tensor | None = None) -> TrunkSampler:
+                context: torch.Tensor | None = None, band: SurpriseBand | None = None) -> TrunkSampler:
         """A sampler that draws tokens on demand and can go back to a checkpoint (what
-        :mod:`audiogen.wash_guard` drives), starting after ``context`` as :meth:`begin` does."""
-        return TrunkSampler(self, temperature, generator, context)
+        :mod:`audiogen.wash_guard` drives), starting after ``context`` as :meth:`begin` does; with a
+        ``band``, its temperature follows the surprise of what it drew (:mod:`audiogen.surprise_band`)."""
+        return TrunkSampler(self, temperature, generator, context, band)
 
     @torch.inference_mode()
     def sample_stream(
@@ -189,6 +192,7 @@ class TransformerPrior(StreamingPrior):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         context: torch.Tensor | None = None,
+        band: SurpriseBand | None = None,
     ) -> Iterator[torch.Tensor]:
         """Latent chunks (1, D, chunk_frames) forever, each continuing the ones before.
 
@@ -197,7 +201,7 @@ class TransformerPrior(StreamingPrior):
         """
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        sampler = self.sampler(temperature, generator, context)
+        sampler = self.sampler(temperature, generator, context, band)
         pending = torch.zeros(1, self.latent_dim, 0, device=self._device())
         while True:
             missing = chunk_frames - pending.shape[-1]
@@ -218,14 +222,17 @@ class TransformerPrior(StreamingPrior):
 
 class TrunkSampler:
     """A transformer prior's sampler: :meth:`draw` tokens, :meth:`checkpoint` and :meth:`restore`
-    its state (:class:`audiogen.wash_guard.RewindableSampler`). A checkpoint costs no copy: the
-    trunk replaces its cache tensors rather than writing into them."""
+    its state (:class:`audiogen.wash_guard.RewindableSampler`). A checkpoint costs no copy of the
+    caches: the trunk replaces its cache tensors rather than writing into them. With a ``band``, a
+    :class:`audiogen.surprise_band.SurpriseController` sets each token's temperature, and is part
+    of the checkpoint."""
 
     def __init__(self, prior: TransformerPrior, temperature: float, generator: torch.Generator | None,
-                 context: torch.Tensor | None):
-        self.prior = prior
+                 context: torch.Tensor | None, band: SurpriseBand | None = None):
+        self.prior, self.temperature = prior, temperature
         self.state = prior.begin(context)
-        self._next_token = prior._token_sampler(temperature, generator)
+        self.controller = SurpriseController(band, temperature) if band is not None else None
+        self._next_token = prior._token_sampler(generator)
 
     @torch.inference_mode()
     def draw(self, tokens: int) -> torch.Tensor:
@@ -233,16 +240,21 @@ class TrunkSampler:
         frames = []
         with one_thread(self.prior._device()):
             for _ in range(tokens):
-                token, token_frames = self._next_token(self.state)
+                temperature = self.temperature if self.controller is None else self.controller.temperature
+                token, token_frames, surprise = self._next_token(self.state, temperature)
+                if self.controller is not None and surprise is not None:
+                    self.controller.observe(surprise)
                 self.prior.advance(self.state, token)
                 frames.append(token_frames)
         return torch.cat(frames, dim=-1)
 
-    def checkpoint(self) -> TrunkState:
-        return _copied(self.state)
+    def checkpoint(self) -> tuple[TrunkState, SurpriseController | None]:
+        return _copied(self.state), None if self.controller is None else self.controller.copy()
 
-    def restore(self, checkpoint: TrunkState) -> None:
-        self.state = _copied(checkpoint)
+    def restore(self, checkpoint: tuple[TrunkState, SurpriseController | None]) -> None:
+        state, controller = checkpoint
+        self.state = _copied(state)
+        self.controller = None if controller is None else controller.copy()
 
 
 def _copied(state: TrunkState) -> TrunkState:

@@ -272,6 +272,40 @@ def test_the_guarded_clip_is_the_same_on_both_runtimes(bundled_pair, monkeypatch
     assert np.abs(unguarded - latents["torch"]).max() > 0.1  # the redraws changed the clip
 
 
+def test_the_banded_clip_is_the_same_on_both_runtimes(bundled_pair, monkeypatch):
+    # a band narrow enough that the temperature moves all the time: the two runtimes' surprises
+    # agree to float rounding, and so, on the controller's grid, do their temperatures
+    from audiogen.surprise_band import SurpriseBand
+
+    torch_gen, onnx_gen = bundled_pair
+    band = SurpriseBand(low=13.0, high=14.0)
+    samples = int(12.0 * SR)
+    for generator in (torch_gen, onnx_gen):
+        monkeypatch.setattr(generator, "surprise_band", band)
+    expected = torch.cat(list(torch_gen.latents(samples, 9)), -1).numpy()
+    got = np.concatenate(list(onnx_gen.latents(samples, 9)), -1)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= LATENT_TOLERANCE
+    for generator in (torch_gen, onnx_gen):
+        monkeypatch.setattr(generator, "surprise_band", None)
+    fixed = torch.cat(list(torch_gen.latents(samples, 9)), -1).numpy()
+    assert np.abs(fixed - expected).max() > 0.1  # the band changed the clip
+
+
+def test_the_manifest_carries_the_model_folders_band(bundled_graphs, tmp_path):
+    from audiogen.surprise_band import BAND_FILE, read_band
+
+    manifest = json.loads((bundled_graphs / "manifest.json").read_text())
+    band = read_band(pretrained_dir("spec"))
+    assert manifest["surprise_band"] == (band.to_dict() if band is not None else None)
+    assert load_onnx_generator(bundled_graphs).surprise_band == band
+    folder = tmp_path / "spec"
+    shutil.copytree(pretrained_dir("spec"), folder)
+    assert find_graphs(SourceIdentity.of(folder), bundled_identities()[1]) == bundled_graphs
+    (folder / BAND_FILE).write_text(json.dumps({"band": {"low": 1.0, "high": 2.0}}))
+    assert find_graphs(SourceIdentity.of(folder), bundled_identities()[1]) is None  # another band: stale
+
+
 def test_endless_stream_continues_the_finite_clip(bundled_pair):
     _, onnx_gen = bundled_pair
     finite = onnx_gen.generate(3.0, 2)

@@ -3,8 +3,9 @@ option, file or split, with exit status 2, before any work; a full disk under an
 in one line with status 3 and leaves nothing half-written (wash_scan, fad_benchmark and
 vocoder_quality are tried on a real full tmpfs); every --help shows its defaults.
 
-The corpus (:func:`corpus`) holds 59 bad inputs: 7 for wash_scan, 8 for make_demo_dataset, 11
-for vocoder_quality, 12 for fad_benchmark, 7 for bench, 7 for bench_vocoder, 7 for latent_rate. ``audiogen-fad``'s
+The corpus (:func:`corpus`) holds 66 bad inputs: 7 for wash_scan, 8 for make_demo_dataset, 11
+for vocoder_quality, 12 for fad_benchmark, 7 for bench, 7 for bench_vocoder, 7 for latent_rate, 7 for
+surprise_band. ``audiogen-fad``'s
 own corpus is in test_fad_cli.py.
 """
 
@@ -23,7 +24,7 @@ from helpers import make_piano_maestro, piano_like
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("wash_scan", "make_demo_dataset", "vocoder_quality", "fad_benchmark", "bench", "bench_vocoder",
-         "latent_rate")
+         "latent_rate", "surprise_band")
 SR = 22050
 
 
@@ -142,6 +143,13 @@ def corpus(p: dict[str, Path]) -> list[tuple[str, list[str], list[str]]]:
         ("latent_rate", [*lr, "--seconds", "nan"], ["argument --seconds:", "finite"]),
         ("latent_rate", [*lr, "--model", missing], [missing, "not found"]),
         ("latent_rate", [*lr, "--json", str(p["empty"])], ["--json", "is a folder"]),
+        ("surprise_band", ["--data", missing], [missing, "not found"]),
+        ("surprise_band", ["--data", str(p["empty"])], [str(p["empty"]), "index.json"]),
+        ("surprise_band", [*lr, "--split", "bogus"], ["--split 'bogus'", "its splits:"]),
+        ("surprise_band", [*lr, "--seconds", "0"], ["argument --seconds:", "'0'"]),
+        ("surprise_band", [*lr, "--quantiles", "0.9,0.1"], ["argument --quantiles:", "0.9,0.1"]),
+        ("surprise_band", [*lr, "--model", missing], [missing, "not found"]),
+        ("surprise_band", [*lr, "--json", str(p["empty"])], ["--json", "is a folder"]),
     ]
 
 
@@ -157,7 +165,7 @@ CASES = corpus({key: Path(f"/{key}") for key in ("file", "out", "missing", "maes
 def test_corpus_size():
     counts = {name: sum(case[0] == name for case in CASES) for name in TOOLS}
     assert counts == {"wash_scan": 7, "make_demo_dataset": 8, "vocoder_quality": 11, "fad_benchmark": 12,
-                      "bench": 7, "bench_vocoder": 7, "latent_rate": 7}
+                      "bench": 7, "bench_vocoder": 7, "latent_rate": 7, "surprise_band": 7}
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{c[0]}:{' '.join(c[1][-2:])}" for c in CASES])

@@ -310,7 +310,8 @@ def markdown_table(report: dict) -> str:
         f"{report['bootstrap']} bootstrap draws over pieces (the clips cut from one recording are drawn "
         "together: they are not independent)"
         + (f"; model clips sampled at temperature {report['temperature']:g}" if report.get("temperature") else "")
-        + GUARD_NOTES.get(report.get("wash_guard"), "") + ".",
+        + GUARD_NOTES.get(report.get("wash_guard"), "")
+        + (", temperature kept to the model's surprise band" if report.get("surprise_band") else "") + ".",
     ]
     if not emb.get("comparable_to_published", False):
         lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**" if emb["model"] == "mel"
@@ -494,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-wash-guard", dest="wash_guard", action="store_false",
         help="sample as the prior alone does, without redrawing what washes (generate's --no-wash-guard)",
+    )
+    p.add_argument(
+        "--no-surprise-band", dest="surprise_band", action="store_false",
+        help="sample at a fixed temperature even where the model carries a surprise band "
+             "(generate's --no-surprise-band)",
     )
     p.add_argument(
         "--bootstrap", type=int_at_least(2), default=200, help="bootstrap draws per row (default: %(default)s)"
@@ -695,6 +701,9 @@ def run(args: argparse.Namespace) -> dict:
     generator, model_note = load_models(args.model, args.vocoder, args.device)
     if generator is not None:
         generator.wash_guard = args.wash_guard
+        if not args.surprise_band:
+            generator.surprise_band = None
+    args.surprise_band = generator is not None and generator.surprise_band is not None
     # the models' own frontend when they load (their sample rate and mel settings), on the CPU
     frontend = MelFrontend(generator.frontend.config if generator is not None else FrontendConfig())
     sample_rate = frontend.config.sample_rate
@@ -783,6 +792,7 @@ def run(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "temperature": args.temperature,
         "wash_guard": args.wash_guard,
+        "surprise_band": args.surprise_band,
         "sample_rate": sample_rate,
         "embedding": identity,
         "framing": identity["framing"],

@@ -54,6 +54,10 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
     p.add_argument("--no-wash-guard", dest="wash_guard", action="store_false",
                    help="keep what the prior draws even where it washes (default: a stretch whose audio "
                         "turns into a broadband wash is drawn again, up to 9 times; see docs/priors.md)")
+    p.add_argument("--no-surprise-band", dest="surprise_band", action="store_false",
+                   help="sample at the fixed --temperature (default: where the model carries a surprise band, "
+                        "as the bundled one does, the temperature follows how surprising the prior finds what "
+                        "it drew, kept within the band it has on real music; see docs/priors.md)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run; auto takes CUDA when there is one (default: %(default)s)")
     p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage) (default: the bundled one)")
@@ -247,6 +251,8 @@ def _run(args: argparse.Namespace) -> int:
     hashes = model_hashes(args)
     generator = load_models(args, *hashes)
     generator.wash_guard = args.wash_guard
+    if not args.surprise_band:
+        generator.surprise_band = None
     endless = math.isinf(args.seconds)
     if args.temperature is None:
         args.temperature = DEFAULT_TEMPERATURE
@@ -385,7 +391,8 @@ def _clip_tags(args: argparse.Namespace, seed: int, model_sha: str, vocoder_sha:
     return clip_tags(version=__version__, seed=seed, temperature=args.temperature, seconds=args.seconds,
                      model=args.model or "bundled", model_sha=model_sha,
                      vocoder=args.vocoder or "bundled", vocoder_sha=vocoder_sha,
-                     like=args.like, variation=args.variation if args.like else None, wash_guard=args.wash_guard)
+                     like=args.like, variation=args.variation if args.like else None, wash_guard=args.wash_guard,
+                     surprise_band=args.surprise_band)
 
 
 def check_length(samples: int, generator: Any, what: str) -> None:
