@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiogen.generation import DEFAULT_TEMPERATURE, TARGET_PEAK, load_generator, pretrained_dir
+from audiogen.generation import TARGET_PEAK, load_generator, pretrained_dir
 
 MAX_SECONDS = 3 * 3600  # as for `generate --seconds`: longer is almost certainly a typo
 MAX_CLIPS = 10_000
@@ -111,11 +111,17 @@ class Generator:
         return self.hop_length * self.pipeline.vae.time_ratio
 
     @property
+    def default_temperature(self) -> float:
+        """The temperature :meth:`generate` samples at when given none: the model's surprise band's
+        (1.03 for the bundled model) while it is on, else 1.0, the one the prior was trained at."""
+        return self.pipeline.default_temperature
+
+    @property
     def has_prior(self) -> bool:
         """Whether the model folder held a latent prior (needed to generate)."""
         return self.pipeline.prior is not None
 
-    def generate(self, seconds: float, seed: int | None = None, temperature: float = DEFAULT_TEMPERATURE,
+    def generate(self, seconds: float, seed: int | None = None, temperature: float | None = None,
                  num: int = 1, normalize: bool = True) -> np.ndarray:
         """New piano music.
 
@@ -123,7 +129,8 @@ class Generator:
             seconds: length of each clip, > 0 (at most 3 hours).
             seed: the random seed; clip ``i`` uses ``seed + i``, as ``generate --seed S --num N``
                 does, so the arrays match its files. None draws a fresh one (see :attr:`last_seed`).
-            temperature: the prior's sampling temperature in [0, 10]: lower is calmer, higher busier.
+            temperature: the prior's sampling temperature in [0, 10]: lower is calmer, higher busier;
+                None: :attr:`default_temperature`.
             num: how many clips.
             normalize: scale each clip to a -1 dBFS peak, as ``generate`` writes files; False keeps
                 the vocoder's raw level (what :meth:`stream` yields).
@@ -143,7 +150,7 @@ class Generator:
         return clips[0] if num == 1 else np.stack(clips)
 
     def stream(self, seconds: float | None = None, seed: int | None = None,
-               temperature: float = DEFAULT_TEMPERATURE, chunk_seconds: float = 2.0) -> Iterator[np.ndarray]:
+               temperature: float | None = None, chunk_seconds: float = 2.0) -> Iterator[np.ndarray]:
         """New piano music chunk by chunk, in bounded memory, for playing while it is made.
 
         The chunks join without seams (every stage carries context across them). They are at the
@@ -231,7 +238,7 @@ class Generator:
         return self._render(z, int(samples), normalize)
 
     def variation(self, audio: np.ndarray, sr: int, amount: float = 0.3, seed: int | None = None,
-                  seconds: float | None = None, temperature: float = DEFAULT_TEMPERATURE,
+                  seconds: float | None = None, temperature: float | None = None,
                   normalize: bool = True) -> np.ndarray:
         """A new clip that starts as a variation of ``audio`` (``generate --like``).
 
@@ -388,7 +395,9 @@ def _check_seconds(seconds: float) -> None:
         raise ValueError(f"seconds={seconds:g} is over the limit of {MAX_SECONDS} (3 hours)")
 
 
-def _check_temperature(temperature: float) -> None:
+def _check_temperature(temperature: float | None) -> None:
+    if temperature is None:
+        return
     if not _is_number(temperature) or not 0 <= temperature <= MAX_TEMPERATURE:
         raise ValueError(f"temperature must be a number between 0 and {MAX_TEMPERATURE:g}, got {temperature!r}")
 

@@ -269,8 +269,9 @@ def build_app(gen: Generator, root: str | Path | None = None, title: str = "audi
         with gr.Tab("Generate"):
             with gr.Row():
                 seconds = gr.Slider(1, MAX_APP_SECONDS, value=10, step=1, label="length (s)")
-                temperature = gr.Slider(0.5, 1.5, value=1.0, step=0.05, label="temperature",
-                                        info="lower is calmer, higher busier (trained at 1.0)")
+                temperature = gr.Slider(0.5, 1.5, value=gen.default_temperature, step=0.01, label="temperature",
+                                        info="lower is calmer, higher busier (this model's default: "
+                                             f"{gen.default_temperature:g})")
             with gr.Row():
                 seed = gr.Number(value=None, precision=0, label="seed", info="empty: a fresh one, shown below")
                 num = gr.Slider(1, MAX_CLIPS, value=1, step=1, label="number of clips",

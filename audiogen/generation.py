@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 # for players that add inter-sample overs.
 TARGET_PEAK = 10 ** (-1 / 20)
 
-# Sampling temperature of the latent prior by default: the one it was trained at. On the mixture
+# Sampling temperature of a latent prior by default: the one it was trained at (a model whose
+# surprise band is on samples at the band's own instead: audiogen.surprise_band). On the mixture
 # prior bundled until 2026-12-01, FAD (mel embedding, 149 clips of 10 s against the demo test
 # split) was 132 at 0.9, 37.6 at 1.0 and 57.2 at 1.1: colder samples freeze on sustained chords,
 # hotter ones wash out; on the token prior, 0.9 gave 238 against 68.2 at 1.0 (docs/priors.md).
@@ -193,6 +194,13 @@ class Generator:
         return self.frontend.config.sample_rate
 
     @property
+    def default_temperature(self) -> float:
+        """The temperature when none is asked for: the surprise band's while it is on, else 1.0."""
+        from audiogen.surprise_band import default_temperature
+
+        return default_temperature(self.surprise_band)
+
+    @property
     def hop_length(self) -> int:
         return self.frontend.config.hop_length
 
@@ -200,7 +208,7 @@ class Generator:
         self,
         samples: int | None,
         seed: int,
-        temperature: float = DEFAULT_TEMPERATURE,
+        temperature: float | None = None,
         prefix: torch.Tensor | None = None,
         chunk_seconds: float = 8.0,
     ) -> Iterator[torch.Tensor]:
@@ -208,11 +216,13 @@ class Generator:
 
         Args:
             samples: the clip's length; None: an endless stream.
+            temperature: the prior's; None: :attr:`default_temperature`.
             prefix: optional latent frames (1, D, L) the clip starts with (``--like``: a
                 variation of an encoded clip); the prior continues from them.
         """
         import torch
 
+        temperature = self.default_temperature if temperature is None else temperature
         frames = None if samples is None else self.latent_frames(samples)
         chunk = latent_chunk_frames(frames, self.frontend.config.frame_rate / self.vae.time_ratio, chunk_seconds)
         generator = torch.Generator().manual_seed(seed)
@@ -300,7 +310,7 @@ class Generator:
         self,
         seconds: float,
         seed: int,
-        temperature: float = DEFAULT_TEMPERATURE,
+        temperature: float | None = None,
         prefix: torch.Tensor | None = None,
         chunk_seconds: float = 8.0,
         vocoder_chunk_seconds: float | None = None,
@@ -320,7 +330,7 @@ class Generator:
         frames = vocoder_chunk_frames(vocoder_chunk_seconds, self.frontend.config.frame_rate, DEFAULT_OVERLAP_FRAMES)
         return self.render(self.latents(total, seed, temperature, prefix, chunk_seconds), total, frames)
 
-    def generate(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
+    def generate(self, seconds: float, seed: int, temperature: float | None = None,
                  prefix: torch.Tensor | None = None) -> np.ndarray:
         """A whole clip in memory (float32, not normalised)."""
         parts = list(self.stream(seconds, seed, temperature, prefix))

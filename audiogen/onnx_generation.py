@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from audiogen.generation import (
-    DEFAULT_TEMPERATURE,
     clip_samples,
     exact_length,
     latent_chunk_frames,
@@ -51,7 +50,7 @@ from audiogen.generation import (
     vocoder_chunk_frames,
 )
 from audiogen.overlap import CrossfadeChunker, decode_with_overlap, raised_cosine_fade_in
-from audiogen.surprise_band import SurpriseBand, SurpriseController, code_surprise
+from audiogen.surprise_band import SurpriseBand, SurpriseController, code_surprise, default_temperature
 
 MANIFEST_VERSION = 1  # of the manifest.json audiogen.onnx_export writes
 DECODING_GRAPHS = ("vae_decoder", "vocoder")
@@ -511,12 +510,19 @@ class OnnxGenerator:
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
+    @property
+    def default_temperature(self) -> float:
+        """The temperature when none is asked for: the surprise band's while it is on, else 1.0."""
+        return default_temperature(self.surprise_band)
+
     def latent_frames(self, samples: int) -> int:
         return latent_frames(samples, self.hop_length, self.time_ratio)
 
-    def latents(self, samples: int | None, seed: int, temperature: float = DEFAULT_TEMPERATURE,
+    def latents(self, samples: int | None, seed: int, temperature: float | None = None,
                 chunk_seconds: float = 8.0) -> Iterator[np.ndarray]:
-        """The latent chunks (1, D, l) of a clip of ``samples`` samples (None: endless), as the prior draws them."""
+        """The latent chunks (1, D, l) of a clip of ``samples`` samples (None: endless), as the prior
+        draws them (``temperature`` None: :attr:`default_temperature`)."""
+        temperature = default_temperature(self.surprise_band) if temperature is None else temperature
         frames = None if samples is None else self.latent_frames(samples)
         band = {"band": self.surprise_band} if isinstance(self.prior, OnnxTokenPrior) else {}
         if self.wash_guard and isinstance(self.prior, OnnxTokenPrior):
@@ -573,7 +579,7 @@ class OnnxGenerator:
         for audio in runner.finish():
             yield audio[0]
 
-    def stream(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE,
+    def stream(self, seconds: float, seed: int, temperature: float | None = None,
                chunk_seconds: float = 8.0, vocoder_chunk_seconds: float | None = None) -> Iterator[np.ndarray]:
         """Float32 audio chunks adding up to exactly ``seconds`` × sample rate samples (see
         :meth:`audiogen.generation.Generator.stream`; ``math.inf``: endless)."""
@@ -581,7 +587,7 @@ class OnnxGenerator:
         frames = vocoder_chunk_frames(vocoder_chunk_seconds, self.frame_rate, self.vocoder_overlap)
         return exact_length(self.audio(self.latents(total, seed, temperature, chunk_seconds), frames), total)
 
-    def generate(self, seconds: float, seed: int, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+    def generate(self, seconds: float, seed: int, temperature: float | None = None) -> np.ndarray:
         """A whole clip in memory (float32, not normalised)."""
         parts = list(self.stream(seconds, seed, temperature))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

@@ -37,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from audiogen.generation import DEFAULT_TEMPERATURE
+
 BAND_FILE = "surprise_band.json"
-DEFAULT_QUANTILES = (0.1, 0.9)  # of the moving average on real music: the band's edges
+DEFAULT_QUANTILES = (0.25, 0.75)  # of the moving average on real music: the band's edges (docs/priors.md)
 DEFAULT_MEMORY_TOKENS = 32.0  # the moving average's time constant (about 3 s for the bundled prior)
 TEMPERATURE_STEP = 1e-3  # of the log-temperature a controller sets
 DEFAULT_GAIN = 0.05  # log-temperature per nat outside the band: 4 nats below, 1.22 times as hot
@@ -54,6 +56,8 @@ class SurpriseBand:
             sampler steers from this many tokens on.
         gain: the log-temperature's offset per nat the average is outside the band.
         min_scale, max_scale: bounds of the temperature over the one asked for.
+        temperature: the temperature the band was chosen with on validation: the model's default
+            while the band is on (a band lets a sampler run a little hotter without running away).
     """
 
     low: float
@@ -62,6 +66,7 @@ class SurpriseBand:
     gain: float = DEFAULT_GAIN
     min_scale: float = 0.8
     max_scale: float = 1.25
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high) and 0 <= self.low <= self.high):
@@ -72,6 +77,8 @@ class SurpriseBand:
             raise ValueError(f"gain must be >= 0, got {self.gain}")
         if not 0 < self.min_scale <= 1 <= self.max_scale:
             raise ValueError(f"need 0 < min_scale <= 1 <= max_scale, got {self.min_scale}, {self.max_scale}")
+        if not 0 < self.temperature <= 10:
+            raise ValueError(f"temperature must lie in (0, 10], got {self.temperature}")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -122,6 +129,12 @@ class SurpriseController:
         return twin
 
 
+def default_temperature(band: SurpriseBand | None) -> float:
+    """The temperature a generator samples at when none is asked for: its band's, else the one the
+    prior was trained at (:data:`audiogen.generation.DEFAULT_TEMPERATURE`)."""
+    return band.temperature if band is not None else DEFAULT_TEMPERATURE
+
+
 def code_surprise(logits: np.ndarray, code: int) -> float:
     """``-log p(code)`` under the softmax of logits (K,) at temperature 1, in float64 (nats)."""
     scaled = np.asarray(logits, dtype=np.float64)
@@ -139,17 +152,18 @@ def moving_average(surprises: Iterable[float], memory_tokens: float) -> np.ndarr
 
 
 def band_of_surprises(pieces: Sequence[np.ndarray], quantiles: tuple[float, float] = DEFAULT_QUANTILES,
-                      memory_tokens: float = DEFAULT_MEMORY_TOKENS, skip_tokens: int | None = None) -> SurpriseBand:
+                      memory_tokens: float = DEFAULT_MEMORY_TOKENS, skip_tokens: int | None = None,
+                      temperature: float = 1.0) -> SurpriseBand:
     """The band of real music: ``quantiles`` of the moving average over every piece's per-token
     surprises (the first ``skip_tokens`` of each, default ``memory_tokens``, left out while the
-    average settles)."""
+    average settles); ``temperature``: the band's (:attr:`SurpriseBand.temperature`)."""
     skip = int(memory_tokens if skip_tokens is None else skip_tokens)
     averages = [moving_average(piece, memory_tokens)[skip:] for piece in pieces]
     pooled = np.concatenate([a for a in averages if a.size] or [np.zeros(0)])
     if not pooled.size:
         raise ValueError(f"no piece is longer than {skip} tokens: nothing to measure a band on")
     low, high = np.quantile(pooled, quantiles)
-    return SurpriseBand(low=float(low), high=float(high), memory_tokens=memory_tokens)
+    return SurpriseBand(low=float(low), high=float(high), memory_tokens=memory_tokens, temperature=temperature)
 
 
 def read_band(model_dir: str | Path) -> SurpriseBand | None:

@@ -490,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (default: %(default)s)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="(default: %(default)s)")
     p.add_argument(
-        "--temperature", type=positive_float, help="the prior's sampling temperature (default: generate's)"
+        "--temperature", type=positive_float,
+        help="the prior's sampling temperature (default: generate's, the model's own)"
     )
     p.add_argument(
         "--no-wash-guard", dest="wash_guard", action="store_false",
@@ -715,7 +716,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.temperature is None:
         from audiogen.generation import DEFAULT_TEMPERATURE
 
-        args.temperature = DEFAULT_TEMPERATURE
+        args.temperature = generator.default_temperature if generator is not None else DEFAULT_TEMPERATURE
 
     rows = [Row(name, description) for name, description in ROWS.items()]
     by_name = {row.name: row for row in rows}

@@ -6,7 +6,8 @@ Reads the middle ``--seconds`` of every piece of the cache's ``--split``, encode
 model's VAE and scores each token with the prior after the tokens before it
 (:meth:`audiogen.token_prior.TokenPrior.surprises`); prints the per-token mean and the quantiles
 of the sampler's moving average and of 10-s windows, and the band
-(:func:`audiogen.surprise_band.band_of_surprises`: ``--quantiles`` of the moving average).
+(:func:`audiogen.surprise_band.band_of_surprises`: ``--quantiles`` of the moving average) and the
+temperature it samples at (``--temperature``, the model's default while the band is on).
 ``--write`` writes it into the model folder as ``surprise_band.json``, which generate then uses
 (:mod:`audiogen.surprise_band`); after that, ``audiogen export-onnx --force`` carries it to the
 onnxruntime path. Exit status 0; 2 on bad input (named in one line).
@@ -22,6 +23,7 @@ from pathlib import Path
 from audiogen.cli.arguments import OneLineParser, positive_float, positive_int
 
 PROG = "surprise_band"
+BAND_TEMPERATURE = 1.03
 
 
 def quantile_pair(text: str) -> tuple[float, float]:
@@ -49,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the middle this many seconds of each piece (default: %(default)s)")
     parser.add_argument("--pieces", type=positive_int, default=None, help="at most this many pieces (default: all)")
     parser.add_argument("--quantiles", type=quantile_pair, default=None,
-                        help="the band's edges as quantiles LOW,HIGH of the moving average (default: 0.1,0.9)")
+                        help="the band's edges as quantiles LOW,HIGH of the moving average (default: 0.25,0.75)")
+    parser.add_argument("--temperature", type=positive_float, default=BAND_TEMPERATURE,
+                        help="the temperature the band samples at, the model's default with it (default: "
+                             "%(default)s, chosen with the bundled model's band on validation: docs/priors.md)")
     parser.add_argument("--write", action="store_true", help="write the band into the model folder")
     parser.add_argument("--json", default=None, help="also write the figures here (default: not written)")
     return parser
@@ -88,13 +93,13 @@ def measure(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             surprises.append(prior.surprises(encode_clip(vae, torch.from_numpy(mel))))
     quantiles = args.quantiles or DEFAULT_QUANTILES
-    band = band_of_surprises(surprises, quantiles)
+    band = band_of_surprises(surprises, quantiles, temperature=args.temperature)
     window = int(round(10 * tokens_per_second))
     windows = [s[i: i + window].mean() for s in surprises for i in range(0, len(s) - window + 1, window)]
     averages = np.concatenate([moving_average(s, band.memory_tokens)[int(band.memory_tokens):] for s in surprises])
     shown = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
     report = {
-        "model": str(model), "split": args.split, "pieces": len(pieces), "seconds": args.seconds,
+        "model": args.model or "bundled", "split": args.split, "pieces": len(pieces), "seconds": args.seconds,
         "tokens": int(sum(len(s) for s in surprises)), "mean_per_token": float(np.concatenate(surprises).mean()),
         "quantiles": list(quantiles), "band": band.to_dict(),
         "moving_average_quantiles": quantiles_of(averages, shown),
@@ -107,7 +112,8 @@ def measure(args: argparse.Namespace) -> int:
     if windows:
         print("10-s windows   (quantiles 5 10 25 50 75 90 95 %): "
               + " ".join(f"{v:.2f}" for v in report["window_10s_quantiles"].values()))
-    print(f"band: {band.low:.2f}-{band.high:.2f} nats a token (quantiles {quantiles[0]:g}, {quantiles[1]:g})")
+    print(f"band: {band.low:.2f}-{band.high:.2f} nats a token (quantiles {quantiles[0]:g}, {quantiles[1]:g}), "
+          f"sampled at temperature {band.temperature:g}")
     text = json.dumps(report, indent=1) + "\n"
     if args.write:
         write_atomically(model / BAND_FILE, lambda handle: handle.write(text.encode()))

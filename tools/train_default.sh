@@ -67,5 +67,7 @@ for name in spec vocoder; do  # keep the model cards; replace the weights, confi
 done
 cp runs/token-prior/best/* audiogen/pretrained/spec/
 cp runs/vocoder-ft/best/* audiogen/pretrained/vocoder/
+# the band the prior's surprise is kept in while sampling: its own, on real validation music
+$PY tools/surprise_band.py --data "$prior_data" --split validation --write
 .venv/bin/audiogen export-onnx --cache --force  # the graphs generate runs on onnxruntime (not shipped)
 echo "bundled models updated; write their figures into audiogen/pretrained/*/MODEL_CARD.md"

@@ -49,7 +49,8 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                         "gets seed + k")
     p.add_argument("--num", type=int, default=1, help="number of clips, 1 to 10000 (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature, 0 to 10: lower is calmer, higher busier (default: 1.0, the one "
+                   help="sampling temperature, 0 to 10: lower is calmer, higher busier (default: the model's "
+                        "own: with its surprise band the band's, 1.03 for the bundled model; else 1.0, the one "
                         "the prior was trained at)")
     p.add_argument("--no-wash-guard", dest="wash_guard", action="store_false",
                    help="keep what the prior draws even where it washes (default: a stretch whose audio "
@@ -246,7 +247,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from audiogen.generation import DEFAULT_TEMPERATURE, stream_wav, write_clip
+    from audiogen.generation import stream_wav, write_clip
 
     hashes = model_hashes(args)
     generator = load_models(args, *hashes)
@@ -255,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
         generator.surprise_band = None
     endless = math.isinf(args.seconds)
     if args.temperature is None:
-        args.temperature = DEFAULT_TEMPERATURE
+        args.temperature = generator.default_temperature
     total = None if endless else int(round(args.seconds * generator.sample_rate))
     if total is not None:
         check_length(total, generator, f"--seconds {args.seconds:g}")
