@@ -532,10 +532,12 @@ def test_every_option_states_its_default(command):
 
 
 def test_generate_help_says_where_scratch_lives_and_the_defaults_are_true():
-    from audiogen.generation import DEFAULT_TEMPERATURE
+    from audiogen.generation import DEFAULT_TEMPERATURE, load_generator
 
     result = generate("--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "$TMPDIR" in text and "SIGKILL" in text and "--force" in text
-    assert f"(default: {DEFAULT_TEMPERATURE}," in text and "(default: 30)" in text
+    bundled = load_generator().default_temperature  # what generate samples at without --temperature
+    assert f"the band's, {bundled:g} for the bundled model; else {DEFAULT_TEMPERATURE:g}," in text
+    assert "(default: 30)" in text

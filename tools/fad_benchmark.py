@@ -704,7 +704,7 @@ def run(args: argparse.Namespace) -> dict:
         generator.wash_guard = args.wash_guard
         if not args.surprise_band:
             generator.surprise_band = None
-    args.surprise_band = generator is not None and generator.surprise_band is not None
+    args.surprise_band = getattr(generator, "surprise_band", None) is not None  # a generator may have none
     # the models' own frontend when they load (their sample rate and mel settings), on the CPU
     frontend = MelFrontend(generator.frontend.config if generator is not None else FrontendConfig())
     sample_rate = frontend.config.sample_rate
@@ -716,7 +716,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.temperature is None:
         from audiogen.generation import DEFAULT_TEMPERATURE
 
-        args.temperature = generator.default_temperature if generator is not None else DEFAULT_TEMPERATURE
+        args.temperature = getattr(generator, "default_temperature", DEFAULT_TEMPERATURE)
 
     rows = [Row(name, description) for name, description in ROWS.items()]
     by_name = {row.name: row for row in rows}

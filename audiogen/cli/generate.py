@@ -23,9 +23,18 @@ SCRATCH_NOTE = (
 )
 
 
+def bundled_temperature() -> float:
+    """The bundled model's default temperature (its surprise band's), for --help."""
+    from audiogen.generation import pretrained_dir
+    from audiogen.surprise_band import default_temperature, read_band
+
+    return default_temperature(read_band(pretrained_dir("spec")))
+
+
 def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
     from audiogen.cli import add_version_option
     from audiogen.cli.arguments import OneLineParser  # usage errors in one line, like every refusal
+    from audiogen.generation import DEFAULT_TEMPERATURE
 
     p = OneLineParser(
         prog=prog,
@@ -50,8 +59,8 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=1, help="number of clips, 1 to 10000 (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature, 0 to 10: lower is calmer, higher busier (default: the model's "
-                        "own: with its surprise band the band's, 1.03 for the bundled model; else 1.0, the one "
-                        "the prior was trained at)")
+                        f"own: with its surprise band the band's, {bundled_temperature():g} for the bundled "
+                        f"model; else {DEFAULT_TEMPERATURE:g}, the one the prior was trained at)")
     p.add_argument("--no-wash-guard", dest="wash_guard", action="store_false",
                    help="keep what the prior draws even where it washes (default: a stretch whose audio "
                         "turns into a broadband wash is drawn again, up to 9 times; see docs/priors.md)")
