@@ -5,9 +5,10 @@ finds predictable (a held chord, a pause) makes the next one more predictable st
 holds one sparse chord or falls silent; a stretch it finds surprising (a smear, a wash) makes the
 next more surprising, until the harmony washes out. Its surprise at what it draws — ``-log p`` of
 the drawn codes under its own untempered distribution, in nats a token — tells the two apart, and
-on real music it stays inside a band (the bundled model: 11.0–16.4 nats a token for 10-s windows
-of the validation split, where its sampled clips range 5–18). This is Mirostat's observation
-(Basu et al., 2021) on text, the "boredom" and "confusion" traps; the control here is simpler:
+on real music it stays inside a band (the bundled model: 10.5–16.3 nats a token in 80 % of the
+10-s windows of the validation split, where the windows of its own clips range 5.7–17.6). This
+is Mirostat's observation (Basu et al., 2021) on text, the "boredom" and "confusion" traps; the
+control here is simpler:
 
 - the sampler keeps a moving average of the surprise of the tokens it drew (``memory_tokens``);
 - while the average is below the band's ``low``, the temperature is raised by ``gain`` of its log
@@ -17,13 +18,14 @@ of the validation split, where its sampled clips range 5–18). This is Mirostat
 
 The control is proportional, not integral: a first version that integrated the error (Mirostat's
 way) swung between its bounds every few seconds, the average lagging behind the temperature, and
-its clips scored FAD 150 against 16.6 without it (validation; docs/priors.md).
+with the wide band (10.3–16.4) its clips scored FAD 150 against 16.6 without it (validation;
+docs/priors.md).
 
-The band is the model's own, measured on real music of a split it is not chosen on
-(:func:`band_of_surprises`, ``tools/surprise_band.py``), and travels with the export as
-``surprise_band.json``; a model without one samples at a fixed temperature as before. The controller is
-plain Python floats, so both runtimes (:mod:`audiogen.transformer`, :mod:`audiogen.onnx_generation`)
-step it alike, and a checkpoint of a sampler is a copy of it.
+The band is the model's own, measured on real music of the validation split, where its
+temperature is chosen too (:func:`band_of_surprises`, ``tools/surprise_band.py``), and travels
+with the export as ``surprise_band.json``; a model without one samples at a fixed temperature as
+before. The controller is plain Python floats, so both runtimes (:mod:`audiogen.transformer`,
+:mod:`audiogen.onnx_generation`) step it alike, and a checkpoint of a sampler is a copy of it.
 """
 
 from __future__ import annotations
