@@ -65,7 +65,8 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                    help="keep what the prior draws even where it washes (default: a stretch whose audio "
                         "turns into a broadband wash is drawn again, up to 9 times; see docs/priors.md)")
     p.add_argument("--no-surprise-band", dest="surprise_band", action="store_false",
-                   help="sample at the fixed --temperature (default: where the model carries a surprise band, "
+                   help="sample at a fixed --temperature, 1.0 unless given (default: where the model carries a "
+                        "surprise band, "
                         "as the bundled one does, the temperature follows how surprising the prior finds what "
                         "it drew, kept within the band it has on real music; see docs/priors.md)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
