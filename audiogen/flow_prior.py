@@ -259,7 +259,8 @@ class FlowPrior(TransformerPrior):
     def _token_sampler(self, generator):
         times = self._step_times()
 
-        def next_token(state: TrunkState, temperature: float) -> tuple[torch.Tensor, torch.Tensor, None]:
+        def next_token(state: TrunkState, temperature: float, with_surprise: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, None]:
             noise = torch.randn(self.token_dim, generator=generator)  # P normal numbers a token
             token = self.draw(state.summary, noise, temperature, times)
             return token, self.to_frames(token[:, None]), None  # a flow gives no surprise

@@ -329,24 +329,26 @@ class TokenPrior(TransformerPrior):
         return self._advance_embedded(state, self._embed_codes(codes.reshape(1, 1, -1).to(self._device())))
 
     @torch.inference_mode()
-    def draw(self, summary: torch.Tensor, temperature: float, generator: torch.Generator | None
-             ) -> tuple[torch.Tensor, float]:
+    def draw(self, summary: torch.Tensor, temperature: float, generator: torch.Generator | None,
+             with_surprise: bool = True) -> tuple[torch.Tensor, float | None]:
         """One token's codes (1, J), slot by slot, each from one uniform of ``generator`` (see
         :func:`pick_code`), and their surprise: ``-log p`` of the codes at temperature 1, in nats
-        (:func:`audiogen.surprise_band.code_surprise`)."""
+        (:func:`audiogen.surprise_band.code_surprise`; None unless ``with_surprise``)."""
         h, codes, surprise = summary, [], 0.0
         for j in range(self.codes_per_token):
             logits = self.depth_out[j](self.depth_norms[j](h))[0].float().cpu()
             code = pick_code(logits, float(torch.rand((), generator=generator)), temperature, self.top_k)
-            surprise += code_surprise(logits.numpy(), code)
+            if with_surprise:
+                surprise += code_surprise(logits.numpy(), code)
             codes.append(code)
             if j + 1 < self.codes_per_token:
                 h = h + self.depth_mlp[j](self.depth_norms[j](h) + self.depth_embed[j][int(code)])
-        return torch.tensor([codes], device=summary.device), surprise
+        return torch.tensor([codes], device=summary.device), surprise if with_surprise else None
 
     def _token_sampler(self, generator):
-        def next_token(state: TrunkState, temperature: float) -> tuple[torch.Tensor, torch.Tensor, float]:
-            codes, surprise = self.draw(state.summary, temperature, generator)  # one uniform a code
+        def next_token(state: TrunkState, temperature: float, with_surprise: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+            codes, surprise = self.draw(state.summary, temperature, generator, with_surprise)  # one uniform a code
             return codes, self.to_frames(codes[:, None]), surprise
 
         return next_token

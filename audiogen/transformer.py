@@ -172,10 +172,11 @@ class TransformerPrior(StreamingPrior):
         return TrunkState(caches=caches, position=x.shape[1], summary=self.norm(x)[:, -1])
 
     def _token_sampler(self, generator: torch.Generator | None
-                       ) -> Callable[[TrunkState, float], tuple[torch.Tensor, torch.Tensor, float | None]]:
-        """A function from a sampler's state and a temperature to the next token, as :meth:`advance`
-        takes it, its latent frames (1, D, frames_per_token) and its surprise in nats (None where
-        the prior has no likelihood of a token); it takes its random numbers from ``generator``."""
+                       ) -> Callable[[TrunkState, float, bool], tuple[torch.Tensor, torch.Tensor, float | None]]:
+        """A function from a sampler's state, a temperature and whether the surprise is wanted to
+        the next token, as :meth:`advance` takes it, its latent frames (1, D, frames_per_token) and
+        its surprise in nats (None where the prior has no likelihood of a token or it is not wanted:
+        a sampler without a band does not pay for it); it takes its random numbers from ``generator``."""
         raise NotImplementedError
 
     def sampler(self, temperature: float = 1.0, generator: torch.Generator | None = None,
@@ -241,8 +242,8 @@ class TrunkSampler:
         with one_thread(self.prior._device()):
             for _ in range(tokens):
                 temperature = self.temperature if self.controller is None else self.controller.temperature
-                token, token_frames, surprise = self._next_token(self.state, temperature)
-                if self.controller is not None and surprise is not None:
+                token, token_frames, surprise = self._next_token(self.state, temperature, self.controller is not None)
+                if surprise is not None:
                     self.controller.observe(surprise)
                 self.prior.advance(self.state, token)
                 frames.append(token_frames)
