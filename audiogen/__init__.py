@@ -4,7 +4,7 @@ Importing the package is cheap and offline: submodules (torch models, librosa, s
 imported where they are used.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["Generator", "__version__"]
 

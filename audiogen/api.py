@@ -51,7 +51,7 @@ class Generator:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, vocoder_dir: str | Path | None = None,
                         device: str = "cpu", threads: int | None = None, wash_guard: bool = True,
-                        surprise_band: bool = True) -> Generator:
+                        surprise_band: bool = True, mel_sharpening: bool = True) -> Generator:
         """Load exported model folders; nothing is downloaded.
 
         Args:
@@ -66,6 +66,9 @@ class Generator:
             surprise_band: where the model folder carries a surprise band (the bundled one does),
                 let the temperature follow the prior's surprise at what it drew, within that band
                 (:mod:`audiogen.surprise_band`), as ``generate`` does; False: a fixed temperature.
+            mel_sharpening: where the model folder carries a mel sharpening (the bundled one
+                does), sharpen the log-mel decoded from what the prior drew before vocoding it
+                (:mod:`audiogen.mel_sharpening`), as ``generate`` does; False: vocode it as decoded.
 
         Raises:
             ValueError: a bad device or thread count; a missing or incomplete folder
@@ -83,6 +86,8 @@ class Generator:
         pipeline.wash_guard = bool(wash_guard)
         if not surprise_band:
             pipeline.surprise_band = None
+        if not mel_sharpening:
+            pipeline.mel_sharpening = None
         return cls(pipeline)
 
     @property

@@ -37,13 +37,13 @@ def model_hash(folder: str | Path) -> str:
 
 def clip_tags(*, version: str, seed: int, temperature: float, seconds: float, model: str, model_sha: str,
               vocoder: str, vocoder_sha: str, like: str | None = None, variation: float | None = None,
-              wash_guard: bool = True, surprise_band: bool = True) -> dict:
+              wash_guard: bool = True, surprise_band: bool = True, mel_sharpening: bool = True) -> dict:
     """The provenance of one generated clip, as a flat JSON-ready dict.
 
     ``model`` and ``vocoder`` are the folders as the user named them (``"bundled"`` for the shipped
-    ones); the hashes say which weights those were at the time. ``wash_guard`` and
-    ``surprise_band`` are written only when they were off (:func:`wash_guard_of`,
-    :func:`surprise_band_of` read them).
+    ones); the hashes say which weights those were at the time. ``wash_guard``, ``surprise_band``
+    and ``mel_sharpening`` are written only when they were off (:func:`wash_guard_of`,
+    :func:`surprise_band_of`, :func:`mel_sharpening_of` read them).
     """
     tags: dict[str, Any] = {"schema": TAG_SCHEMA, "audiogen": version, "seed": seed, "temperature": temperature,
                             "seconds": seconds, "model": model, "model_sha256": model_sha,
@@ -54,6 +54,8 @@ def clip_tags(*, version: str, seed: int, temperature: float, seconds: float, mo
         tags["wash_guard"] = False
     if not surprise_band:
         tags["surprise_band"] = False
+    if not mel_sharpening:
+        tags["mel_sharpening"] = False
     return tags
 
 
@@ -70,11 +72,14 @@ def remake_command(tags: dict) -> str:
         words.append("--no-wash-guard")
     if not surprise_band_of(tags):
         words.append("--no-surprise-band")
+    if not mel_sharpening_of(tags):
+        words.append("--no-mel-sharpening")
     return shlex.join(words + ["--out", "clip.wav"])
 
 
 WASH_GUARD_SINCE = (0, 2)  # the audiogen version whose generate first drew washes again
 SURPRISE_BAND_SINCE = (0, 3)  # the first whose generate kept the prior's surprise in its band
+MEL_SHARPENING_SINCE = (0, 3)  # the first whose generate sharpened the decoded log-mel
 
 
 def wash_guard_of(tags: dict) -> bool:
@@ -87,6 +92,12 @@ def surprise_band_of(tags: dict) -> bool:
     """Whether the clip was made with the model's surprise band (where it has one), read as
     :func:`wash_guard_of` reads the guard."""
     return _setting_of(tags, "surprise_band", SURPRISE_BAND_SINCE)
+
+
+def mel_sharpening_of(tags: dict) -> bool:
+    """Whether the clip's log-mel was sharpened (where its model carries a sharpening), read as
+    :func:`wash_guard_of` reads the guard."""
+    return _setting_of(tags, "mel_sharpening", MEL_SHARPENING_SINCE)
 
 
 def _setting_of(tags: dict, name: str, since: tuple[int, int]) -> bool:

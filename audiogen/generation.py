@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from audiogen.frontend import FrontendConfig, MelFrontend
+    from audiogen.mel_sharpening import MelSharpening
     from audiogen.surprise_band import SurpriseBand
 
 # Output level of a generated clip: -1 dBFS peak leaves headroom for 16-bit rounding and
@@ -187,6 +188,8 @@ class Generator:
     wash_guard: bool = False  # draw again what washes (audiogen.wash_guard; transformer priors only)
     # the token prior's temperature follows its surprise (audiogen.surprise_band; None: fixed)
     surprise_band: SurpriseBand | None = None
+    # the log-mel of what the prior drew is sharpened before the vocoder (audiogen.mel_sharpening; None: not)
+    mel_sharpening: MelSharpening | None = None
     runtime = "torch"  # what runs the networks (audiogen.onnx_generation.OnnxGenerator: "onnxruntime")
 
     @property
@@ -261,14 +264,22 @@ class Generator:
         mel_frames = (self.latent_frames(samples) + 1) * self.vae.time_ratio + encoder_reach(self.vae)
         return (mel_frames * cfg.hop_length + cfg.n_fft) / cfg.sample_rate + 0.5
 
-    def mels(self, latents: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks."""
+    def mels(self, latents: Iterable[torch.Tensor], drawn: bool = False) -> Iterator[torch.Tensor]:
+        """The log-mel pieces (n_mels, f) the VAE decodes from a stream of latent chunks; with
+        ``drawn`` (latents the prior drew), sharpened by :attr:`mel_sharpening`."""
         from audiogen.latents import decode_stream
+        from audiogen.mel_sharpening import sharpen_torch
 
-        return decode_stream(self.vae, (z.to(self.device) for z in latents))
+        mels = decode_stream(self.vae, (z.to(self.device) for z in latents))
+        if not drawn or self.mel_sharpening is None:
+            return mels
+        floor = self.frontend.config.log_silence
+        return (sharpen_torch(mel, self.mel_sharpening, floor) for mel in mels)
 
-    def audio(self, latents: Iterable[torch.Tensor], vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
-        """Float32 audio pieces (n,) as the latents arrive: the VAE decoder, then the vocoder.
+    def audio(self, latents: Iterable[torch.Tensor], vocoder_chunk_frames: int | None = None,
+              drawn: bool = False) -> Iterator[np.ndarray]:
+        """Float32 audio pieces (n,) as the latents arrive: the VAE decoder, then the vocoder
+        (``drawn``: as in :meth:`mels`).
 
         With :attr:`pipelined`, the prior, the VAE decoder and the vocoder each run on a thread of
         their own (:func:`audiogen.pipeline.threaded`), one intra-op thread each, so a 2-core
@@ -283,7 +294,7 @@ class Generator:
 
         if self.pipelined:
             latents = threaded(latents, depth=2, name="prior", torch_threads=1)
-        mels = self.mels(latents)
+        mels = self.mels(latents, drawn)
         if self.pipelined:
             mels = threaded(mels, depth=2, name="vae-decoder", torch_threads=1)
         chunk_frames = vocoder_chunk_frames or DEFAULT_CHUNK_FRAMES
@@ -302,9 +313,9 @@ class Generator:
             return np.concatenate([np.asarray(piece, dtype=np.float32).reshape(-1) for piece in pieces])
 
     def render(self, latents: Iterable[torch.Tensor], samples: int | None,
-               vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+               vocoder_chunk_frames: int | None = None, drawn: bool = False) -> Iterator[np.ndarray]:
         """Float32 audio chunks adding up to exactly ``samples`` (None: endless), from :meth:`audio`."""
-        return exact_length(self.audio(latents, vocoder_chunk_frames), samples)
+        return exact_length(self.audio(latents, vocoder_chunk_frames, drawn), samples)
 
     def stream(
         self,
@@ -328,7 +339,8 @@ class Generator:
 
         total = clip_samples(seconds, self.sample_rate)
         frames = vocoder_chunk_frames(vocoder_chunk_seconds, self.frontend.config.frame_rate, DEFAULT_OVERLAP_FRAMES)
-        return self.render(self.latents(total, seed, temperature, prefix, chunk_seconds), total, frames)
+        latents = self.latents(total, seed, temperature, prefix, chunk_seconds)
+        return self.render(latents, total, frames, drawn=True)
 
     def generate(self, seconds: float, seed: int, temperature: float | None = None,
                  prefix: torch.Tensor | None = None) -> np.ndarray:
@@ -459,6 +471,7 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
 
     from audiogen.checkpoint import CheckpointError
     from audiogen.frontend import MelFrontend
+    from audiogen.mel_sharpening import read_sharpening
     from audiogen.surprise_band import read_band
 
     model_dir = Path(model_dir) if model_dir is not None else pretrained_dir("spec")
@@ -473,7 +486,9 @@ def load_generator(model_dir: str | Path | None = None, vocoder_dir: str | Path 
     vocoder = load_vocoder(vocoder_dir, frontend.config, device=device)
     vae_sha256 = hashlib.sha256((model_dir / "vae.safetensors").read_bytes()).hexdigest()
     band = read_band(model_dir) if with_prior else None
-    return Generator(frontend, vae, prior, vocoder, device, vae_sha256, surprise_band=band)
+    sharpening = read_sharpening(model_dir) if with_prior else None
+    return Generator(frontend, vae, prior, vocoder, device, vae_sha256, surprise_band=band,
+                     mel_sharpening=sharpening)
 
 
 def write_clip(chunks: Iterator[np.ndarray], target: str | Path | BinaryIO, sample_rate: int,

@@ -504,6 +504,7 @@ def export_onnx(
     from audiogen import __version__
     from audiogen.checkpoint import CheckpointError, publish_folder, read_model_dir
     from audiogen.generation import load_prior, load_vae, load_vocoder, pretrained_dir
+    from audiogen.mel_sharpening import read_sharpening
     from audiogen.onnx_generation import SourceIdentity
     from audiogen.surprise_band import read_band
 
@@ -524,7 +525,7 @@ def export_onnx(
             raise CheckpointError(f"{path}: {what} folder not found")
     vae, _ = load_vae(model_dir)
     vocoder = load_vocoder(vocoder_dir, vae.frontend_config)
-    band = read_band(model_dir)
+    band, sharpening = read_band(model_dir), read_sharpening(model_dir)
     spec_config, _ = read_model_dir(model_dir, [])
     vocoder_config, _ = read_model_dir(vocoder_dir, [])
     graphs: list[ExportableGraph] = [vocoder_graph(vocoder), vae_decoder_graph(vae), vae_encoder_graph(vae)]
@@ -566,6 +567,8 @@ def export_onnx(
             "not_exported": not_exported,
             # the token prior's sampler keeps its surprise in this band (audiogen.surprise_band)
             "surprise_band": band.to_dict() if band is not None else None,
+            # the log-mel of what the prior drew is sharpened before the vocoder (audiogen.mel_sharpening)
+            "mel_sharpening": sharpening.to_dict() if sharpening is not None else None,
             "sources": {  # dir: as named ("bundled": the models shipped with audiogen)
                 "model": {"dir": model_name, **dataclasses.asdict(SourceIdentity.of(model_dir)),
                           "vae_sha256": _sha256(model_dir / "vae.safetensors")},

@@ -49,6 +49,7 @@ from audiogen.generation import (
     take_frames,
     vocoder_chunk_frames,
 )
+from audiogen.mel_sharpening import MelSharpening, sharpen
 from audiogen.overlap import CrossfadeChunker, decode_with_overlap, raised_cosine_fade_in
 from audiogen.surprise_band import SurpriseBand, SurpriseController, code_surprise, default_temperature
 
@@ -86,25 +87,30 @@ def cached_graphs_dir(model_sha: str, vocoder_sha: str) -> Path:
 class SourceIdentity:
     """What graphs must have been exported from to stand for a model folder: its weights, its
     config.yaml (a folder whose config.yaml is broken or changed is not the one exported, and
-    PyTorch, which reads it, says so) and its surprise band (the manifest carries it)."""
+    PyTorch, which reads it, says so), its surprise band and its mel sharpening (the manifest
+    carries them)."""
 
     weights_sha: str  # audiogen.clip_tags.model_hash of the folder
     config_sha256: str
     band_sha256: str = "none"  # of surprise_band.json (audiogen.surprise_band), "none" without one
+    sharpening_sha256: str = "none"  # of mel_sharpening.json (audiogen.mel_sharpening), "none" without one
 
     @classmethod
     def of(cls, folder: str | Path, weights_sha: str | None = None) -> SourceIdentity:
         """The identity of a model folder (``weights_sha``: its model_hash, when the caller has it)."""
         from audiogen.clip_tags import model_hash
+        from audiogen.mel_sharpening import SHARPENING_FILE
         from audiogen.surprise_band import BAND_FILE
 
-        return cls(weights_sha or model_hash(folder), _file_sha256(Path(folder) / "config.yaml"),
-                   _file_sha256(Path(folder) / BAND_FILE))
+        folder = Path(folder)
+        return cls(weights_sha or model_hash(folder), _file_sha256(folder / "config.yaml"),
+                   _file_sha256(folder / BAND_FILE), _file_sha256(folder / SHARPENING_FILE))
 
     def is_source(self, source: dict[str, Any]) -> bool:
         """Whether a manifest's ``sources`` entry names this folder."""
         return (source.get("weights_sha") == self.weights_sha and source.get("config_sha256") == self.config_sha256
-                and source.get("band_sha256", "none") == self.band_sha256)
+                and source.get("band_sha256", "none") == self.band_sha256
+                and source.get("sharpening_sha256", "none") == self.sharpening_sha256)
 
 
 def _file_sha256(path: Path) -> str:
@@ -504,6 +510,8 @@ class OnnxGenerator:
     pipelined: bool = False  # the prior and the VAE decoder on threads of their own (see audio())
     wash_guard: bool = False  # draw again what washes (audiogen.wash_guard; token priors only)
     surprise_band: SurpriseBand | None = None  # the token prior's temperature follows its surprise
+    mel_sharpening: MelSharpening | None = None  # of the decoded log-mel (audiogen.mel_sharpening)
+    log_silence: float = math.log(1e-5)  # the frontend's log-mel of digital silence: sharpening's floor
     runtime = "onnxruntime"
 
     @property
@@ -551,7 +559,8 @@ class OnnxGenerator:
         return decode_with_overlap(decode, latents, self.decoder_context, self.time_ratio, concat_time)
 
     def audio(self, latents: Iterable[np.ndarray], vocoder_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
-        """Float32 audio pieces (n,) as the latents arrive.
+        """Float32 audio pieces (n,) as the latents (the prior's) arrive, their log-mel sharpened
+        by :attr:`mel_sharpening` (the wash guard judges them unsharpened, as the torch runtime does).
 
         With :attr:`pipelined`, the prior and the VAE decoder each run on a thread of their own
         (:func:`audiogen.pipeline.threaded`; onnxruntime lets go of the GIL while a graph runs), so
@@ -563,6 +572,8 @@ class OnnxGenerator:
         if self.pipelined:
             latents = threaded(latents, depth=2, name="prior", inference_mode=False)
         mels = self.mels(latents)
+        if self.mel_sharpening is not None:
+            mels = (sharpen(mel, self.mel_sharpening, self.log_silence) for mel in mels)
         if self.pipelined:
             mels = threaded(mels, depth=2, name="vae-decoder", inference_mode=False)
         return self._vocoded(mels, vocoder_chunk_frames)
@@ -621,7 +632,8 @@ def load_onnx_generator(graphs: str | Path, threads: int = 1) -> OnnxGenerator:
     facts = manifest["graphs"]
     decoder, vocoder = facts["vae_decoder"], facts["vocoder"]
     frontend = manifest["frontend"]
-    band = manifest.get("surprise_band")
+    band, sharpening = manifest.get("surprise_band"), manifest.get("mel_sharpening")
+    where = str(graphs / "manifest.json")
     return OnnxGenerator(
         prior=onnx_prior(graphs, facts),
         decoder=ort_session(graphs / decoder["file"], threads),
@@ -629,6 +641,8 @@ def load_onnx_generator(graphs: str | Path, threads: int = 1) -> OnnxGenerator:
         sample_rate=frontend["sample_rate"], hop_length=frontend["hop_length"],
         time_ratio=decoder["time_ratio"], decoder_context=decoder["context_latent_frames"],
         vocoder_chunk=vocoder["chunk_frames"], vocoder_overlap=vocoder["overlap_frames"], graphs=graphs,
-        surprise_band=SurpriseBand.from_dict(band, str(graphs / "manifest.json")) if band else None,
+        surprise_band=SurpriseBand.from_dict(band, where) if band else None,
+        mel_sharpening=MelSharpening.from_dict(sharpening, where) if sharpening else None,
+        log_silence=math.log(frontend["log_floor"]),
     )  # fmt: skip
 

@@ -64,6 +64,19 @@ def test_remake_command_turns_the_wash_guard_off_where_the_clip_was_made_without
     assert "--no-wash-guard" not in remake_command(_tags(audiogen="0.2.0.dev1"))
 
 
+def test_remake_command_says_which_of_the_0_3_settings_were_off():
+    current = _tags(audiogen="0.3.0")
+    assert "--no-surprise-band" not in remake_command(current)
+    assert "--no-mel-sharpening" not in remake_command(current)
+    plain = clip_tags(version="0.3.0", seed=1, temperature=1.0, seconds=5, model="bundled", model_sha="a",
+                      vocoder="bundled", vocoder_sha="b", mel_sharpening=False)
+    assert plain["mel_sharpening"] is False and "surprise_band" not in plain
+    assert "--no-mel-sharpening" in remake_command(plain) and "--no-surprise-band" not in remake_command(plain)
+    older = remake_command({key: value for key, value in _tags(audiogen="0.2.0").items()
+                            if key not in ("surprise_band", "mel_sharpening")})
+    assert "--no-mel-sharpening" in older and "--no-surprise-band" in older  # 0.2 had neither
+
+
 def test_model_hash_follows_the_weights_not_the_folder(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

@@ -306,6 +306,31 @@ def test_the_manifest_carries_the_model_folders_band(bundled_graphs, tmp_path):
     assert find_graphs(SourceIdentity.of(folder), bundled_identities()[1]) is None  # another band: stale
 
 
+def test_the_manifest_carries_the_model_folders_mel_sharpening(bundled_graphs, tmp_path):
+    from audiogen.mel_sharpening import SHARPENING_FILE, read_sharpening
+
+    manifest = json.loads((bundled_graphs / "manifest.json").read_text())
+    sharpening = read_sharpening(pretrained_dir("spec"))
+    assert manifest["mel_sharpening"] == (sharpening.to_dict() if sharpening is not None else None)
+    assert load_onnx_generator(bundled_graphs).mel_sharpening == sharpening
+    folder = tmp_path / "spec"
+    shutil.copytree(pretrained_dir("spec"), folder)
+    (folder / SHARPENING_FILE).write_text(json.dumps({"sharpening": {"strength": 0.9, "bins": 3}}))
+    assert find_graphs(SourceIdentity.of(folder), bundled_identities()[1]) is None  # another sharpening: stale
+
+
+def test_the_sharpened_clip_is_the_same_on_both_runtimes(bundled_pair, monkeypatch):
+    from audiogen.mel_sharpening import MelSharpening
+
+    torch_gen, onnx_gen = bundled_pair
+    for generator in (torch_gen, onnx_gen):
+        monkeypatch.setattr(generator, "mel_sharpening", MelSharpening(0.6, 5))
+    reference, audio = torch_gen.generate(4.0, 6), onnx_gen.generate(4.0, 6)
+    assert np.abs(audio - reference).max() <= AUDIO_TOLERANCE
+    monkeypatch.setattr(onnx_gen, "mel_sharpening", None)
+    assert np.abs(onnx_gen.generate(4.0, 6) - audio).max() > 100 * AUDIO_TOLERANCE  # the sharpening changed it
+
+
 def test_endless_stream_continues_the_finite_clip(bundled_pair):
     _, onnx_gen = bundled_pair
     finite = onnx_gen.generate(3.0, 2)

@@ -3,9 +3,9 @@ option, file or split, with exit status 2, before any work; a full disk under an
 in one line with status 3 and leaves nothing half-written (wash_scan, fad_benchmark and
 vocoder_quality are tried on a real full tmpfs); every --help shows its defaults.
 
-The corpus (:func:`corpus`) holds 66 bad inputs: 7 for wash_scan, 8 for make_demo_dataset, 11
+The corpus (:func:`corpus`) holds 73 bad inputs: 7 for wash_scan, 8 for make_demo_dataset, 11
 for vocoder_quality, 12 for fad_benchmark, 7 for bench, 7 for bench_vocoder, 7 for latent_rate, 7 for
-surprise_band. ``audiogen-fad``'s
+surprise_band, 7 for mel_sharpening. ``audiogen-fad``'s
 own corpus is in test_fad_cli.py.
 """
 
@@ -24,7 +24,7 @@ from helpers import make_piano_maestro, piano_like
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("wash_scan", "make_demo_dataset", "vocoder_quality", "fad_benchmark", "bench", "bench_vocoder",
-         "latent_rate", "surprise_band")
+         "latent_rate", "surprise_band", "mel_sharpening")
 SR = 22050
 
 
@@ -81,6 +81,7 @@ def corpus(p: dict[str, Path]) -> list[tuple[str, list[str], list[str]]]:
     bv = ["--models", "griffin_lim", "--seconds", "1", "--runs", "1"]
     demo = ["--out", out, "--no-progress"]
     lr = ["--data", str(p["cache"])]
+    ms = ["--reference", str(p["maestro"]), "--split", "test"]
     return [
         ("wash_scan", [missing], [missing, "no such file"]),
         ("wash_scan", [str(p["empty"])], [str(p["empty"]), "no audio files"]),
@@ -150,6 +151,13 @@ def corpus(p: dict[str, Path]) -> list[tuple[str, list[str], list[str]]]:
         ("surprise_band", [*lr, "--quantiles", "0.9,0.1"], ["argument --quantiles:", "0.9,0.1"]),
         ("surprise_band", [*lr, "--model", missing], [missing, "not found"]),
         ("surprise_band", [*lr, "--json", str(p["empty"])], ["--json", "is a folder"]),
+        ("mel_sharpening", ["--reference", missing], [missing, "no such file"]),
+        ("mel_sharpening", [*ms, "--split", "bogus"], ["--split 'bogus'", "its splits: test, train"]),
+        ("mel_sharpening", [*ms, "--num", "1"], ["argument --num:", "'1'"]),
+        ("mel_sharpening", [*ms, "--strengths", "0,x"], ["argument --strengths:", "'0,x'"]),
+        ("mel_sharpening", [*ms, "--bins", "4"], ["argument --bins:", "'4'"]),
+        ("mel_sharpening", [*ms, "--model", missing], [missing, "not found"]),
+        ("mel_sharpening", [*ms, "--json", str(p["empty"])], ["--json", "is a folder"]),
     ]
 
 
@@ -165,7 +173,8 @@ CASES = corpus({key: Path(f"/{key}") for key in ("file", "out", "missing", "maes
 def test_corpus_size():
     counts = {name: sum(case[0] == name for case in CASES) for name in TOOLS}
     assert counts == {"wash_scan": 7, "make_demo_dataset": 8, "vocoder_quality": 11, "fad_benchmark": 12,
-                      "bench": 7, "bench_vocoder": 7, "latent_rate": 7, "surprise_band": 7}
+                      "bench": 7, "bench_vocoder": 7, "latent_rate": 7, "surprise_band": 7,
+                      "mel_sharpening": 7}
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{c[0]}:{' '.join(c[1][-2:])}" for c in CASES])

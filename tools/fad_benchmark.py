@@ -311,7 +311,8 @@ def markdown_table(report: dict) -> str:
         "together: they are not independent)"
         + (f"; model clips sampled at temperature {report['temperature']:g}" if report.get("temperature") else "")
         + GUARD_NOTES.get(report.get("wash_guard"), "")
-        + (", temperature kept to the model's surprise band" if report.get("surprise_band") else "") + ".",
+        + (", temperature kept to the model's surprise band" if report.get("surprise_band") else "")
+        + (", their log-mel sharpened (the round trips' not)" if report.get("mel_sharpening") else "") + ".",
     ]
     if not emb.get("comparable_to_published", False):
         lines += ["", "**Mel embedding: weight-free, NOT comparable to published FAD values.**" if emb["model"] == "mel"
@@ -501,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-surprise-band", dest="surprise_band", action="store_false",
         help="sample at a fixed temperature even where the model carries a surprise band "
              "(generate's --no-surprise-band)",
+    )
+    p.add_argument(
+        "--no-mel-sharpening", dest="mel_sharpening", action="store_false",
+        help="vocode the generated clips' log-mel as decoded even where the model carries a mel "
+             "sharpening (generate's --no-mel-sharpening)",
     )
     p.add_argument(
         "--bootstrap", type=int_at_least(2), default=200, help="bootstrap draws per row (default: %(default)s)"
@@ -704,7 +710,11 @@ def run(args: argparse.Namespace) -> dict:
         generator.wash_guard = args.wash_guard
         if not args.surprise_band:
             generator.surprise_band = None
-    args.surprise_band = getattr(generator, "surprise_band", None) is not None  # a generator may have none
+        if not args.mel_sharpening:
+            generator.mel_sharpening = None
+    # a generator may have neither
+    args.surprise_band = getattr(generator, "surprise_band", None) is not None
+    args.mel_sharpening = getattr(generator, "mel_sharpening", None) is not None
     # the models' own frontend when they load (their sample rate and mel settings), on the CPU
     frontend = MelFrontend(generator.frontend.config if generator is not None else FrontendConfig())
     sample_rate = frontend.config.sample_rate
@@ -794,6 +804,7 @@ def run(args: argparse.Namespace) -> dict:
         "temperature": args.temperature,
         "wash_guard": args.wash_guard,
         "surprise_band": args.surprise_band,
+        "mel_sharpening": args.mel_sharpening,
         "sample_rate": sample_rate,
         "embedding": identity,
         "framing": identity["framing"],

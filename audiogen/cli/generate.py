@@ -69,6 +69,10 @@ def build_parser(prog: str = "generate") -> argparse.ArgumentParser:
                         "surprise band, "
                         "as the bundled one does, the temperature follows how surprising the prior finds what "
                         "it drew, kept within the band it has on real music; see docs/priors.md)")
+    p.add_argument("--no-mel-sharpening", dest="mel_sharpening", action="store_false",
+                   help="vocode the log-mel as the VAE decodes it (default: where the model carries a mel "
+                        "sharpening, as the bundled one does, the decoded log-mel is sharpened across mel bands "
+                        "against the smearing of drawn latents; see docs/priors.md)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run; auto takes CUDA when there is one (default: %(default)s)")
     p.add_argument("--model", help="spectrogram model folder (RUN/best of the prior stage) (default: the bundled one)")
@@ -264,6 +268,8 @@ def _run(args: argparse.Namespace) -> int:
     generator.wash_guard = args.wash_guard
     if not args.surprise_band:
         generator.surprise_band = None
+    if not args.mel_sharpening:
+        generator.mel_sharpening = None
     endless = math.isinf(args.seconds)
     if args.temperature is None:
         args.temperature = generator.default_temperature
@@ -403,7 +409,7 @@ def _clip_tags(args: argparse.Namespace, seed: int, model_sha: str, vocoder_sha:
                      model=args.model or "bundled", model_sha=model_sha,
                      vocoder=args.vocoder or "bundled", vocoder_sha=vocoder_sha,
                      like=args.like, variation=args.variation if args.like else None, wash_guard=args.wash_guard,
-                     surprise_band=args.surprise_band)
+                     surprise_band=args.surprise_band, mel_sharpening=args.mel_sharpening)
 
 
 def check_length(samples: int, generator: Any, what: str) -> None:
