@@ -134,3 +134,26 @@ def test_the_tool_chooses_a_strength_and_generate_uses_it(models, tmp_path):
     assert read_tags(clips[1])["mel_sharpening"] is False
     assert "--no-mel-sharpening" in remake_command(read_tags(clips[1]))
     assert not np.array_equal(sf.read(clips[0])[0], sf.read(clips[1])[0])
+
+
+def test_the_benchmark_counts_washes_on_the_clips_as_heard_and_unsharpened(models):
+    import importlib.util
+
+    from audiogen.generation import load_generator
+
+    spec = importlib.util.spec_from_file_location("fad_benchmark_tool", ROOT / "tools" / "fad_benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up while they are made
+    spec.loader.exec_module(bench)
+    torch.set_num_threads(1)
+    generator = load_generator(models["model"], models["vocoder"])
+    clips, unsharpened = bench.generate_long_clips(generator, 2, 2.0, 7, 1.0, "long")
+    assert unsharpened is None and len(clips) == 2  # nothing to sharpen: the clips generate makes
+    np.testing.assert_allclose(clips[1], generator.generate(2.0, seed=8, temperature=1.0), atol=1e-6)
+    generator.mel_sharpening = MelSharpening(0.5, 5)
+    clips, unsharpened = bench.generate_long_clips(generator, 2, 2.0, 7, 1.0, "long")
+    np.testing.assert_allclose(clips[1], generator.generate(2.0, seed=8, temperature=1.0), atol=1e-5)
+    assert [c.shape for c in unsharpened] == [c.shape for c in clips]
+    assert np.abs(unsharpened[1] - clips[1]).max() > 1e-3
+    generator.mel_sharpening = None
+    np.testing.assert_allclose(unsharpened[1], generator.generate(2.0, seed=8, temperature=1.0), atol=1e-5)

@@ -403,8 +403,10 @@ def long_form_table(long: dict) -> list[str]:
              "each window position scored against the same background (`long_form.png`).", ""]
     for name, data in long["sets"].items():
         washed = [round(t, 1) for t in data["first_wash_seconds"] if t is not None]
+        unsharpened = data.get("washed_clips_unsharpened")
         lines += [f"**{name}**: {data['clips']} clips; {data['washed_clips']} switch into a wash"
-                  + (f" (first wash window starts at {washed} s)" if washed else "") + ".", "",
+                  + (f" (first wash window starts at {washed} s)" if washed else "")
+                  + (f"; {unsharpened} with their log-mel unsharpened" if unsharpened is not None else "") + ".", "",
                   "| window | clips | FAD | KAD | flags | chroma entropy | onsets/s | silent frames | "
                   "spectral flatness | tonal ratio | pitch-class JS |",
                   "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -575,6 +577,25 @@ def generate_clips(generator, count: int, seconds: float, seed: int, temperature
             for i in tqdm(range(count), desc=label, unit="clip", disable=None)]
 
 
+def generate_long_clips(generator, count: int, seconds: float, seed: int, temperature: float, label: str):
+    """``count`` clips as :func:`generate_clips` makes them and, where the generator sharpens the
+    log-mel (:mod:`audiogen.mel_sharpening`), the same latents vocoded unsharpened (else None): the
+    sharpening raises the tonal ratio the wash detector reads, so washes are counted on both."""
+    import torch
+    from tqdm import tqdm
+
+    if getattr(generator, "mel_sharpening", None) is None:
+        return generate_clips(generator, count, seconds, seed, temperature, label), None
+    samples = int(round(seconds * generator.sample_rate))
+    clips, unsharpened = [], []
+    for i in tqdm(range(count), desc=label, unit="clip", disable=None):
+        with torch.inference_mode():
+            latents = list(generator.latents(samples, seed + i, temperature))
+            for drawn, out in ((True, clips), (False, unsharpened)):
+                out.append(np.concatenate(list(generator.render(latents, samples, drawn=drawn))).astype(np.float32))
+    return clips, unsharpened
+
+
 def score_row(background_set, clips: ClipSet, sample_rate, embedder, name, args) -> dict:
     """The :func:`audiogen.scoring.score_sets` report of one set of clips against the background."""
     from audiogen.embeddings import embed_arrays
@@ -605,9 +626,11 @@ def long_form(args, generator, background_set, background_descriptors, embedder,
 
     length = int(round(args.seconds * sample_rate))
     sets = {"real": long_excerpts(eval_files, sample_rate, args.long_seconds, args.long_num, args.seed)}
+    unsharpened = None
     if generator is not None:
-        sets["model"] = own_pieces(generate_clips(generator, args.long_num, args.long_seconds, args.seed + 100_000,
-                                                  args.temperature, f"generating {args.long_seconds:g} s"), "model")
+        clips, unsharpened = generate_long_clips(generator, args.long_num, args.long_seconds, args.seed + 100_000,
+                                                 args.temperature, f"generating {args.long_seconds:g} s")
+        sets["model"] = own_pieces(clips, "model")
     report: dict = {"seconds": args.long_seconds, "window_seconds": args.seconds, "sets": {}}
     for name, clip_set in sets.items():
         positions = []
@@ -633,6 +656,9 @@ def long_form(args, generator, background_set, background_descriptors, embedder,
             "washed_clips": sum(bool(w) for w in washes),
             "first_wash_seconds": [w[0][0] if w else None for w in washes],
         }
+        if name == "model" and unsharpened is not None:
+            report["sets"][name]["washed_clips_unsharpened"] = sum(bool(wash_windows(c, sample_rate))
+                                                                   for c in unsharpened)
         print(f"long form, {name}: {len(clip_set)} clips of {args.long_seconds:g} s, "
               f"{report['sets'][name]['washed_clips']} with a wash", flush=True)
     long_form_plot(report, out / "long_form.png")

@@ -54,8 +54,10 @@ if [ -d "$MIDI_DIR" ]; then
   $PY tools/make_demo_dataset.py --midi-dir "$MIDI_DIR" --metadata "$METADATA" --workers 1 --out data/demo-all
   .venv/bin/audiogen-prepare --maestro data/demo-all --out data/cache-all --workers 1
   prior_data=data/cache-all
+  prior_audio=data/demo-all
 else
   prior_data=data/cache
+  prior_audio=data/demo
 fi
 $PY train_spec.py --config configs/spec/piano_cpu_token_prior.yaml --data "$prior_data" --out runs/token-prior \
   --set vae_dir=runs/vae/best --max-steps "$TOKEN_PRIOR_STEPS" --resume
@@ -69,5 +71,7 @@ cp runs/token-prior/best/* audiogen/pretrained/spec/
 cp runs/vocoder-ft/best/* audiogen/pretrained/vocoder/
 # the band the prior's surprise is kept in while sampling: its own, on real validation music
 $PY tools/surprise_band.py --data "$prior_data" --split validation --write
+# how hard the log-mel of what the prior draws is sharpened: chosen on real validation music
+$PY tools/mel_sharpening.py --reference "$prior_audio" --split validation --num 100 --seed 1000 --write
 .venv/bin/audiogen export-onnx --cache --force  # the graphs generate runs on onnxruntime (not shipped)
 echo "bundled models updated; write their figures into audiogen/pretrained/*/MODEL_CARD.md"
