@@ -18,7 +18,6 @@ is not sharpened: it is the VAE's, not the prior's.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -91,13 +90,7 @@ def sharpen_torch(log_mel: Any, sharpening: MelSharpening | None, floor: float) 
 
 def read_sharpening(model_dir: str | Path) -> MelSharpening | None:
     """The sharpening an exported model folder carries (``mel_sharpening.json``), or None."""
-    path = Path(model_dir) / SHARPENING_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("sharpening"), dict):
-        raise ValueError(f"{path}: expected an object with a 'sharpening' object")
-    return MelSharpening.from_dict(data["sharpening"], str(path))
+    from audiogen.folder_settings import read_setting
+
+    found = read_setting(model_dir, SHARPENING_FILE, "sharpening")
+    return MelSharpening.from_dict(*found) if found is not None else None

@@ -30,7 +30,6 @@ before. The controller is plain Python floats, so both runtimes (:mod:`audiogen.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -170,13 +169,7 @@ def band_of_surprises(pieces: Sequence[np.ndarray], quantiles: tuple[float, floa
 
 def read_band(model_dir: str | Path) -> SurpriseBand | None:
     """The band an exported model folder carries (``surprise_band.json``), or None."""
-    path = Path(model_dir) / BAND_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("band"), dict):
-        raise ValueError(f"{path}: expected an object with a 'band' object")
-    return SurpriseBand.from_dict(data["band"], str(path))
+    from audiogen.folder_settings import read_setting
+
+    found = read_setting(model_dir, BAND_FILE, "band")
+    return SurpriseBand.from_dict(*found) if found is not None else None
