@@ -414,3 +414,16 @@ def test_export_to_the_cache_then_generate_finds_the_graphs(models, tmp_path):
     again = subprocess.run([sys.executable, "-m", "audiogen", "export-onnx", *tiny, "--cache"], capture_output=True,
                            text=True, timeout=60)
     assert again.returncode == 0 and "there already" in again.stderr and again.stderr.count("\n") == 1
+    # the same weights with another sharpening (an upgrade that changes a setting): the stale graphs are replaced
+    from audiogen.mel_sharpening import SHARPENING_FILE
+
+    changed = tmp_path / "model"
+    shutil.copytree(models["model"], changed)
+    (changed / SHARPENING_FILE).write_text(json.dumps({"sharpening": {"strength": 0.3, "bins": 5}}))
+    assert find_graphs(SourceIdentity.of(changed), SourceIdentity.of(models["vocoder"])) is None
+    done = subprocess.run([sys.executable, "-m", "audiogen", "export-onnx", "--model", str(changed),
+                           "--vocoder", str(models["vocoder"]), "--cache", "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert find_graphs(SourceIdentity.of(changed), SourceIdentity.of(models["vocoder"])) == folder
+    assert json.loads((folder / "manifest.json").read_text())["mel_sharpening"] == {"strength": 0.3, "bins": 5}

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "on onnxruntime, without torch ($AUDIOGEN_CACHE_DIR/onnx, else "
                             "$XDG_CACHE_HOME/audiogen/onnx, else ~/.cache/audiogen/onnx); once after installing for "
                             "the bundled models (their graphs are not shipped: they would double the package's "
-                            "weights); graphs already there are kept unless --force")
+                            "weights); graphs already there are kept unless --force, stale ones replaced")
     p.add_argument("--generation-only", action="store_true",
                    help="with --out: only the graphs generate runs, as --cache writes (default: the VAE encoder "
                         "too)")
@@ -64,6 +64,7 @@ def _export(args: argparse.Namespace) -> int:
         import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
     except ImportError:
         raise ValueError('export-onnx needs onnx and onnxscript: pip install -e ".[onnx]"') from None
+    force = args.force
     if not args.cache:
         out = Path(args.out)
     else:
@@ -76,7 +77,10 @@ def _export(args: argparse.Namespace) -> int:
                 say(f"{out}: the graphs of these models are there already (--force exports them again)")
             return EXIT_OK
         out.parent.mkdir(parents=True, exist_ok=True)
-    manifest = export_onnx(out, args.model, args.vocoder, force=args.force, progress=None if args.quiet else say,
+        # the cache is ours: graphs there of the same weights that no longer match (another
+        # config.yaml, surprise band or mel sharpening) are stale, and replaced
+        force = True
+    manifest = export_onnx(out, args.model, args.vocoder, force=force, progress=None if args.quiet else say,
                            generation_only=args.cache or args.generation_only)
     if not args.quiet:
         for name, graph in manifest["graphs"].items():
