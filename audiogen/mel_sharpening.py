@@ -18,7 +18,7 @@ is not sharpened: it is the VAE's, not the prior's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +51,17 @@ class MelSharpening:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> MelSharpening:
-        names = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{where}: unknown mel sharpening keys {unknown}")
-        try:
-            values = {name: (int(value) if name == "bins" else float(value)) for name, value in data.items()}
-            if "bins" in data and values["bins"] != data["bins"]:
-                raise ValueError(f"bins must be a whole number, got {data['bins']}")
-            return cls(**values)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{where}: {error}") from None
+        from audiogen.folder_settings import setting_from_dict
+
+        return setting_from_dict(cls, data, where, "mel sharpening", _setting_value)
+
+
+def _setting_value(name: str, value: Any) -> float | int:
+    if name != "bins":
+        return float(value)
+    if int(value) != value:
+        raise ValueError(f"bins must be a whole number, got {value}")
+    return int(value)
 
 
 def sharpen(log_mel: np.ndarray, sharpening: MelSharpening, floor: float) -> np.ndarray:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +86,9 @@ class SurpriseBand:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> SurpriseBand:
-        names = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{where}: unknown surprise band keys {unknown}")
-        try:
-            return cls(**{name: float(value) for name, value in data.items()})
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{where}: {error}") from None
+        from audiogen.folder_settings import setting_from_dict
+
+        return setting_from_dict(cls, data, where, "surprise band", lambda _name, value: float(value))
 
 
 class SurpriseController:
